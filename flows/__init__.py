@@ -1,0 +1,1 @@
+"""Prefect flows: each composes stages from `tasks/` and nothing else."""

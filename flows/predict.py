@@ -1,0 +1,24 @@
+"""The batch scoring flow: one stored model version over new rows."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+from prefect import flow
+
+from tasks.predict import predict_task
+from trainpipe import storage
+from trainpipe.spec import default_artifacts_uri
+
+
+@flow(name="trainpipe-predict")
+def predict_flow(model: str, data: str, out: str, artifacts: Optional[str] = None) -> dict[str, Any]:
+    """Score `data` with `model` (NAME or NAME:VERSION) and write predictions to `out`."""
+    return predict_task(storage.normalize_root(artifacts or default_artifacts_uri()), model, data, out)
+
+
+if __name__ == "__main__":
+    from trainpipe.cli import main
+
+    sys.exit(main(["predict", *sys.argv[1:]]))

@@ -1,0 +1,1 @@
+"""Pipeline stages: plain functions plus one thin Prefect task wrapper per stage."""

@@ -1,0 +1,115 @@
+"""What every stage's task wrapper shares: content-keyed caching, stage folders, retries."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional
+
+from prefect import task
+from prefect.context import TaskRunContext
+from prefect.tasks import exponential_backoff
+
+from trainpipe import storage
+from trainpipe.errors import TrainpipeError
+from trainpipe.provenance import stage_key
+
+SUCCESS_MARKER = "_SUCCESS"
+
+# Transient I/O gets three more tries, 2 s, 4 s, 8 s apart, with jitter.
+RETRY_DELAYS = exponential_backoff(backoff_factor=2)
+RETRY_JITTER = 0.5
+
+
+def stage_dir(artifacts: str, stage: str, inputs: dict[str, Any]) -> str:
+    """Content-addressed folder of one stage run: `<artifacts>/cache/<stage>/<key>`."""
+    return storage.join(artifacts, "cache", stage, stage_key(stage, inputs))
+
+
+def _split_inputs(parameters: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    inputs = dict(parameters)
+    artifacts = inputs.pop("artifacts")
+    return artifacts, inputs
+
+
+def cache_key_for(stage: str) -> Callable[[TaskRunContext, dict[str, Any]], Optional[str]]:
+    """A Prefect cache_key_fn keyed on content fingerprints, the stage's inputs and the code version.
+
+    The key names the stage folder, whose outputs are a pure function of it. When Prefect
+    holds a record for the key but the folder's outputs are gone (a cleaned artifact
+    store), no key is returned, so the stage runs once more and rewrites the same files,
+    after which the old record is right again.
+    """
+
+    def key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> Optional[str]:
+        artifacts, inputs = _split_inputs(parameters)
+        folder = stage_dir(artifacts, stage, inputs)
+        key = f"trainpipe-{stage}-{folder.rsplit('/', 1)[-1]}"
+        if storage.exists(storage.join(folder, SUCCESS_MARKER)):
+            return key
+        store = getattr(context, "result_store", None)
+        return None if store is not None and store.exists(key) else key
+
+    return key_fn
+
+
+def current_stage_dir(stage: str) -> str:
+    """The stage folder of the running task, from the parameters Prefect called it with."""
+    context = TaskRunContext.get()
+    if context is None:
+        raise RuntimeError("current_stage_dir() works only inside a task run")
+    artifacts, inputs = _split_inputs(context.parameters)
+    return stage_dir(artifacts, stage, inputs)
+
+
+def content_fingerprint(*parts: Any) -> str:
+    """Fingerprint of a stage's output content (digests of its files, small values)."""
+    return storage.sha256_bytes(storage.dumps_json(list(parts)))
+
+
+def finish_stage(folder: str, meta: dict[str, Any], started: float, content: list[Any]) -> dict[str, Any]:
+    """Record a stage's outputs as complete (the marker is written last) and return its metadata.
+
+    The `fingerprint` downstream stages key on is a hash of the output content, so a stage
+    that re-runs (e.g. validation against a new contract) but yields the same data leaves
+    every later stage cached.
+    """
+    result = {**meta, "fingerprint": content_fingerprint(*content), "stage_key": folder.rsplit("/", 1)[-1],
+              "seconds": round(time.perf_counter() - started, 3)}
+    storage.write_json(storage.join(folder, SUCCESS_MARKER), result)
+    return result
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Network, object-store and timeout errors; not missing files or bad data."""
+    if isinstance(exc, TrainpipeError):
+        return False
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    return isinstance(exc, (OSError, ConnectionError, TimeoutError))
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry_condition_fn: retry only transient I/O failures."""
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001 - classify whatever the stage raised
+        return is_transient(exc)
+    return False
+
+
+TRANSIENT_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": RETRY_DELAYS,
+    "retry_jitter_factor": RETRY_JITTER,
+    "retry_condition_fn": retry_transient,
+}
+
+
+def cached_stage(stage: str, *, io_retries: bool = False) -> Any:
+    """The @task decorator of a cached stage: content-keyed cache, persisted result, optional I/O retries."""
+    return task(
+        name=stage,
+        cache_key_fn=cache_key_for(stage),
+        persist_result=True,
+        **(TRANSIENT_RETRIES if io_retries else {}),
+    )

@@ -1,0 +1,141 @@
+"""Ingest: find the input files, fingerprint them, read them with polars, write a Parquet snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import polars as pl
+from fsspec.implementations.local import LocalFileSystem
+from prefect import task
+
+from tasks.common import TRANSIENT_RETRIES, cached_stage, current_stage_dir, finish_stage
+from trainpipe import storage
+from trainpipe.errors import DataError
+from trainpipe.spec import FORMAT_SUFFIXES, DataSpec, infer_format
+
+GLOB_CHARS = set("*?[")
+
+
+def _is_data_file(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    if name.startswith((".", "_")):
+        return False
+    lowered = name.lower()
+    for compression in (".gz", ".zst", ".bz2"):
+        lowered = lowered.removesuffix(compression)
+    return any(lowered.endswith(suffix) for suffix in FORMAT_SUFFIXES)
+
+
+def _full_uri(fs: Any, path: str) -> str:
+    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+
+
+def list_source_files(uri: str) -> list[dict[str, Any]]:
+    """The files one data URI names (file, glob or folder), with size and a content tag, sorted by URI."""
+    fs, path = storage.get_fs(uri)
+    fs.invalidate_cache()
+    if GLOB_CHARS & set(path):
+        paths = [p for p in fs.glob(path) if fs.isfile(p)]
+    elif fs.isdir(path):
+        paths = [p for p in fs.find(path) if _is_data_file(p)]
+    elif fs.isfile(path):
+        paths = [path]
+    else:
+        raise DataError(f"data not found: {uri}")
+    if not paths:
+        raise DataError(f"no data files (csv, parquet, ndjson) under {uri}")
+    files = []
+    for found in sorted(paths):
+        info = fs.info(found)
+        file_uri = _full_uri(fs, found)
+        if isinstance(fs, LocalFileSystem):
+            tag = "sha256:" + storage.sha256_uri(file_uri)
+        else:
+            # Object stores give a content tag without reading the bytes.
+            etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+            tag = f"etag:{etag}" if etag else "sha256:" + storage.sha256_uri(file_uri)
+        files.append({"uri": file_uri, "size": int(info.get("size") or 0), "content": tag})
+    return files
+
+
+def resolve_sources(data: DataSpec) -> list[dict[str, Any]]:
+    """Every input file of the spec, each with its format, size and content tag."""
+    files: dict[str, dict[str, Any]] = {}
+    for uri in data.uris:
+        for item in list_source_files(uri):
+            fmt = data.format or infer_format(item["uri"])
+            files[item["uri"]] = {**item, "format": fmt}
+    return [files[key] for key in sorted(files)]
+
+
+def sources_fingerprint(files: list[dict[str, Any]]) -> str:
+    """One hash over the input files' URIs, sizes and content tags."""
+    blob = json.dumps([[f["uri"], f["size"], f["content"], f["format"]] for f in files], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def read_file(file: dict[str, Any], data: DataSpec) -> pl.DataFrame:
+    """Read one input file into a frame; a parse failure names the file."""
+    uri, fmt = file["uri"], file["format"]
+    fs, path = storage.get_fs(uri)
+    try:
+        with fs.open(path, "rb", compression="infer") as handle:
+            if fmt == "csv":
+                return pl.read_csv(
+                    handle,
+                    separator=data.separator,
+                    null_values=data.null_values,
+                    infer_schema_length=10_000,
+                    try_parse_dates=True,
+                )
+            if fmt == "parquet":
+                return pl.read_parquet(handle)
+            return pl.read_ndjson(handle, infer_schema_length=10_000)
+    except (pl.exceptions.PolarsError, UnicodeDecodeError, ValueError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"cannot read {uri} as {fmt}: {message}") from None
+
+
+def combine_frames(frames: list[pl.DataFrame], uris: list[str]) -> pl.DataFrame:
+    """Stack frames from several files; columns missing in a file become nulls, types widen."""
+    if len(frames) == 1:
+        return frames[0]
+    try:
+        return pl.concat(frames, how="diagonal_relaxed")
+    except pl.exceptions.PolarsError as error:
+        raise DataError(f"files cannot be stacked ({', '.join(uris)}): {error}") from None
+
+
+def ingest_files(files: list[dict[str, Any]], data: DataSpec, snapshot_uri: str) -> dict[str, Any]:
+    """Read all inputs and write them as one Parquet snapshot; returns rows, columns and schema."""
+    frames = [read_file(f, data) for f in files]
+    frame = combine_frames(frames, [f["uri"] for f in files])
+    if frame.height == 0:
+        raise DataError(f"no rows in {', '.join(f['uri'] for f in files)}")
+    digest = storage.write_parquet(frame, snapshot_uri)
+    return {
+        "sha256": digest,
+        "uri": snapshot_uri,
+        "rows": frame.height,
+        "columns": frame.columns,
+        "schema": {name: str(dtype) for name, dtype in frame.schema.items()},
+        "sources": files,
+    }
+
+
+@task(name="fingerprint-sources", **TRANSIENT_RETRIES)
+def fingerprint_task(data: DataSpec) -> dict[str, Any]:
+    """List and fingerprint the inputs; never cached, since this is how changes are seen."""
+    files = resolve_sources(data)
+    return {"files": files, "fingerprint": sources_fingerprint(files)}
+
+
+@cached_stage("ingest", io_retries=True)
+def ingest_task(sources: dict[str, Any], data: DataSpec, artifacts: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    folder = current_stage_dir("ingest")
+    meta = ingest_files(sources["files"], data, storage.join(folder, "snapshot.parquet"))
+    return finish_stage(folder, meta, started, content=[meta["sha256"]])

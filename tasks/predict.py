@@ -1,0 +1,93 @@
+"""Predict: score new rows with a stored model version through its own stored transform."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import numpy as np
+import polars as pl
+import xgboost as xgb
+from prefect import task
+
+from tasks.common import TRANSIENT_RETRIES
+from tasks.features import LABEL, apply_transform
+from tasks.ingest import combine_frames, read_file, resolve_sources
+from tasks.registry import read_manifest, resolve_version, version_uri
+from tasks.train import load_matrix
+from trainpipe import storage
+from trainpipe.errors import RegistryError, SpecError
+from trainpipe.spec import DataSpec, infer_format
+
+
+def load_version(artifacts: str, ref: str) -> dict[str, Any]:
+    """A stored version's booster, transform and manifest, checked against the manifest's hashes."""
+    name, version = resolve_version(artifacts, ref)
+    folder = version_uri(artifacts, name, version)
+    manifest = read_manifest(artifacts, name, version)
+    loaded: dict[str, bytes] = {}
+    for filename in ("model.ubj", "transform.json"):
+        data = storage.read_bytes(storage.join(folder, filename))
+        if storage.sha256_bytes(data) != manifest["files"].get(filename):
+            raise RegistryError(f"{storage.join(folder, filename)} does not match its manifest hash: refusing to use it")
+        loaded[filename] = data
+    booster = xgb.Booster(model_file=bytearray(loaded["model.ubj"]))
+    return {"name": name, "version": version, "uri": folder, "booster": booster,
+            "transform": json.loads(loaded["transform.json"]), "manifest": manifest}
+
+
+def read_inputs(data_uri: str) -> pl.DataFrame:
+    """Rows to score, from any file, glob or folder ingest can read."""
+    spec = DataSpec(uris=[data_uri])
+    files = resolve_sources(spec)
+    return combine_frames([read_file(f, spec) for f in files], [f["uri"] for f in files])
+
+
+def score_frame(frame: pl.DataFrame, booster: xgb.Booster, transform: dict[str, Any], source: str) -> pl.DataFrame:
+    """Id columns, the prediction and, for classification, one probability column per class."""
+    features = apply_transform(frame, transform, source)
+    matrix = load_matrix(features.with_columns(pl.lit(0.0).alias(LABEL)), transform["feature_types"])
+    raw = booster.predict(matrix)
+    target = transform["target"]
+    ids = [c for c in transform["id_columns"] if c in frame.columns]
+    out = frame.select(ids)
+    if target["task"] == "regression":
+        return out.with_columns(pl.Series("prediction", raw.astype(np.float64)))
+    classes = target["classes"]
+    prob = np.column_stack([1 - raw, raw]) if target["task"] == "binary" else raw
+    labels = pl.Series("prediction", classes).gather(prob.argmax(axis=1))
+    columns = [labels] + [pl.Series(f"proba_{c}", prob[:, i].astype(np.float64)) for i, c in enumerate(classes)]
+    return out.with_columns(columns)
+
+
+def write_frame(frame: pl.DataFrame, out_uri: str) -> None:
+    """Write predictions in the format the output's suffix names, atomically."""
+    fmt = infer_format(out_uri)
+    if fmt == "parquet":
+        storage.write_parquet(frame, out_uri)
+        return
+    buffer = io.BytesIO()
+    frame.write_csv(buffer) if fmt == "csv" else frame.write_ndjson(buffer)
+    storage.write_bytes(out_uri, buffer.getvalue())
+
+
+def predict(artifacts: str, ref: str, data_uri: str, out_uri: str) -> dict[str, Any]:
+    """Score `data_uri` with model `ref`, write to `out_uri`; returns what was done."""
+    try:
+        infer_format(out_uri)
+    except SpecError:
+        raise SpecError(f"--out {out_uri!r}: use a .csv, .parquet or .ndjson file name") from None
+    started = time.perf_counter()
+    model = load_version(artifacts, ref)
+    frame = read_inputs(data_uri)
+    scored = score_frame(frame, model["booster"], model["transform"], data_uri)
+    write_frame(scored, out_uri)
+    return {"model": model["name"], "version": model["version"], "rows": scored.height, "out": out_uri,
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+@task(name="predict", **TRANSIENT_RETRIES)
+def predict_task(artifacts: str, ref: str, data_uri: str, out_uri: str) -> dict[str, Any]:
+    return predict(artifacts, ref, data_uri, out_uri)

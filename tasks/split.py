@@ -1,0 +1,117 @@
+"""Split: train / validation (early stopping) / test, deterministic for a seed and data."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Optional
+
+import numpy as np
+import polars as pl
+
+from tasks.common import cached_stage, current_stage_dir, finish_stage
+from trainpipe import storage
+from trainpipe.errors import DataError
+from trainpipe.spec import SplitSpec, TaskType
+
+PARTS = ("train", "valid", "test")
+MIN_ROWS = 20
+
+
+def resolve_method(split: SplitSpec, task_type: TaskType) -> str:
+    """The spec's method, or stratified for classification and random for regression."""
+    if split.method:
+        return split.method
+    return "random" if task_type == "regression" else "stratified"
+
+
+def _take(n: int, fraction: float) -> int:
+    """Rows for a held-out part: at least one, leaving at least one."""
+    return min(max(1, math.ceil(n * fraction)), n - 1)
+
+
+def random_assignment(n: int, test_fraction: float, valid_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Part labels 0/1/2 (train/valid/test) for n rows in random order."""
+    order = rng.permutation(n)
+    n_test = _take(n, test_fraction)
+    n_valid = _take(n - n_test, valid_fraction)
+    labels = np.zeros(n, dtype=np.int8)
+    labels[order[:n_test]] = 2
+    labels[order[n_test : n_test + n_valid]] = 1
+    return labels
+
+
+def stratified_assignment(
+    classes: np.ndarray, test_fraction: float, valid_fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Random assignment within each class, so every part keeps the class shares."""
+    labels = np.zeros(len(classes), dtype=np.int8)
+    for value in np.unique(classes):
+        rows = np.flatnonzero(classes == value)
+        if len(rows) < 3:
+            continue  # too rare to spread over three parts: training keeps it
+        labels[rows] = random_assignment(len(rows), test_fraction, valid_fraction, rng)
+    return labels
+
+
+def time_assignment(order_values: pl.Series, test_fraction: float, valid_fraction: float) -> np.ndarray:
+    """Latest rows to test, the ones before them to validation, the rest to training."""
+    if order_values.null_count():
+        raise DataError(f"time column {order_values.name!r} has {order_values.null_count()} null value(s)")
+    n = order_values.len()
+    order = order_values.arg_sort(maintain_order=True).to_numpy()
+    n_test = _take(n, test_fraction)
+    n_valid = _take(n - n_test, valid_fraction)
+    labels = np.zeros(n, dtype=np.int8)
+    labels[order[n - n_test :]] = 2
+    labels[order[n - n_test - n_valid : n - n_test]] = 1
+    return labels
+
+
+def assign_parts(frame: pl.DataFrame, split: SplitSpec, target: str, task_type: TaskType, seed: int) -> np.ndarray:
+    """Part label per row (0 train, 1 valid, 2 test)."""
+    if frame.height < MIN_ROWS:
+        raise DataError(f"only {frame.height} rows with a target; at least {MIN_ROWS} are needed to split")
+    method = resolve_method(split, task_type)
+    rng = np.random.default_rng(seed)
+    if method == "time":
+        return time_assignment(frame.get_column(split.time_column), split.test_fraction, split.validation_fraction)
+    if method == "stratified":
+        if task_type == "regression":
+            raise DataError("split.method stratified needs a classification task")
+        classes = frame.get_column(target).cast(pl.String).to_numpy()
+        return stratified_assignment(classes, split.test_fraction, split.validation_fraction, rng)
+    return random_assignment(frame.height, split.test_fraction, split.validation_fraction, rng)
+
+
+def split_frame(
+    frame: pl.DataFrame, split: SplitSpec, target: str, task_type: TaskType, seed: int
+) -> dict[str, pl.DataFrame]:
+    """The three parts, each in the frame's original row order."""
+    labels = pl.Series("_part", assign_parts(frame, split, target, task_type, seed))
+    tagged = frame.with_columns(labels)
+    return {part: tagged.filter(pl.col("_part") == code).drop("_part") for code, part in enumerate(PARTS)}
+
+
+@cached_stage("split")
+def split_task(
+    validated: dict[str, Any],
+    split: SplitSpec,
+    target: str,
+    task_type: TaskType,
+    seed: int,
+    artifacts: str,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    folder = current_stage_dir("split")
+    parts = split_frame(storage.read_parquet(validated["uri"]), split, target, task_type, seed)
+    uris, digests = {}, []
+    for name, part in parts.items():
+        uris[name] = storage.join(folder, f"{name}.parquet")
+        digests.append(storage.write_parquet(part, uris[name]))
+    meta = {
+        "uris": uris,
+        "rows": {name: part.height for name, part in parts.items()},
+        "method": resolve_method(split, task_type),
+    }
+    return finish_stage(folder, meta, started, content=digests)

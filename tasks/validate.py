@@ -1,0 +1,339 @@
+"""Validate: infer or enforce the model's data contract with pandera on polars.
+
+The first run of a model name infers a contract (columns, types, nullability, numeric
+ranges, category sets, the task and its classes) from its data; every later run is
+checked against the contract published with the latest version, before any training.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Optional
+
+import pandera.polars as pa
+import polars as pl
+from prefect.artifacts import create_table_artifact
+from prefect.context import FlowRunContext
+
+from tasks.common import cached_stage, current_stage_dir, finish_stage
+from trainpipe import storage
+from trainpipe.errors import ContractViolation, DataError
+from trainpipe.provenance import stage_key
+from trainpipe.spec import TaskType, ValidationSpec
+
+CONTRACT_FORMAT = 1
+MAX_CONTRACT_CATEGORIES = 1000
+MAX_CLASSES = 100
+MAX_INT_CLASSES = 10
+
+CANONICAL_DTYPES: dict[str, pl.DataType] = {
+    "numeric": pl.Float64(),
+    "string": pl.String(),
+    "boolean": pl.Boolean(),
+    "date": pl.Date(),
+    "datetime": pl.Datetime("us"),
+}
+
+
+def column_kind(dtype: pl.DataType) -> str:
+    """The contract's coarse type family of a polars dtype."""
+    if dtype.is_numeric():
+        return "numeric"
+    if dtype == pl.Boolean:
+        return "boolean"
+    if dtype == pl.Date:
+        return "date"
+    if isinstance(dtype, pl.Datetime):
+        return "datetime"
+    if dtype in (pl.String, pl.Categorical, pl.Null) or isinstance(dtype, pl.Enum):
+        return "string"
+    return "other"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe scalar (numpy and polars scalars, non-finite floats as None)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def infer_task(target: pl.Series) -> tuple[TaskType, str]:
+    """binary, multiclass or regression from the non-null target values, and the reason why."""
+    values = target.drop_nulls()
+    distinct = values.n_unique()
+    name = target.name
+    if distinct < 2:
+        raise DataError(f"target column {name!r} has {distinct} distinct non-null value(s); nothing to learn")
+    kind = column_kind(target.dtype)
+    if kind in ("boolean", "string"):
+        if distinct == 2:
+            return "binary", f"{name!r} holds 2 distinct {kind} values"
+        if distinct <= MAX_CLASSES:
+            return "multiclass", f"{name!r} holds {distinct} distinct {kind} values"
+        raise DataError(
+            f"target column {name!r} holds {distinct} distinct text values: too many classes; "
+            "set task: regression after converting it to numbers, or choose another target"
+        )
+    if kind != "numeric":
+        raise DataError(f"target column {name!r} has type {target.dtype}, which cannot be learned")
+    integral = bool((values.cast(pl.Float64) % 1 == 0).all())
+    if distinct == 2 and integral:
+        return "binary", f"{name!r} holds 2 distinct whole numbers"
+    if integral and target.dtype.is_integer() and distinct <= MAX_INT_CLASSES:
+        return "multiclass", f"{name!r} holds {distinct} distinct integers (<= {MAX_INT_CLASSES})"
+    return "regression", f"{name!r} is numeric with {distinct} distinct values"
+
+
+def target_classes(target: pl.Series) -> list[Any]:
+    """Sorted distinct target values: the class order of the model's outputs."""
+    return [_plain(v) for v in target.drop_nulls().unique().sort().to_list()]
+
+
+def contract_origin(
+    snapshot_fingerprint: str, target: str, task_type: Optional[TaskType], id_columns: list[str],
+    drop_columns: list[str],
+) -> str:
+    """What a contract was inferred from: the data and the spec fields that shape it.
+
+    Inference is deterministic, so validating data against a contract inferred from that
+    same data with the same fields is the same as inferring it again (and is cached so).
+    """
+    return stage_key("contract", {"snapshot": snapshot_fingerprint, "target": target, "task": task_type,
+                                  "id_columns": id_columns, "drop_columns": drop_columns})
+
+
+def infer_contract(frame: pl.DataFrame, target: str, task: TaskType, id_columns: list[str]) -> dict[str, Any]:
+    """The data contract observed in `frame` (null targets already dropped)."""
+    columns: dict[str, Any] = {}
+    for name, dtype in frame.schema.items():
+        series = frame.get_column(name)
+        kind = column_kind(dtype)
+        entry: dict[str, Any] = {"kind": kind, "dtype": str(dtype), "nullable": series.null_count() > 0}
+        if name not in id_columns:
+            if kind == "numeric" and not (name == target and task != "regression"):
+                entry["min"], entry["max"] = _plain(series.min()), _plain(series.max())
+            if kind == "string":
+                levels = series.drop_nulls().unique()
+                if levels.len() <= MAX_CONTRACT_CATEGORIES:
+                    entry["categories"] = sorted(str(v) for v in levels.to_list())
+        columns[name] = entry
+    contract: dict[str, Any] = {
+        "format": CONTRACT_FORMAT,
+        "target": {"name": target, "task": task},
+        "id_columns": list(id_columns),
+        "columns": columns,
+        "rows_seen": frame.height,
+    }
+    if task != "regression":
+        contract["target"]["classes"] = target_classes(frame.get_column(target))
+    return contract
+
+
+def build_schema(contract: dict[str, Any], validation: ValidationSpec) -> pa.DataFrameSchema:
+    """A pandera schema enforcing the contract: presence, type (coercible), nullability, ranges, categories."""
+    columns = {}
+    target = contract["target"]
+    for name, entry in contract["columns"].items():
+        checks = []
+        if entry.get("min") is not None and entry.get("max") is not None:
+            span = float(entry["max"]) - float(entry["min"])
+            slack = validation.range_tolerance * (span if span > 0 else max(abs(float(entry["max"])), 1.0))
+            checks.append(pa.Check.in_range(float(entry["min"]) - slack, float(entry["max"]) + slack))
+        if entry.get("categories") is not None and not validation.allow_new_categories:
+            checks.append(pa.Check.isin(entry["categories"]))
+        if name == target["name"] and target.get("classes") is not None and not validation.allow_new_categories:
+            checks.append(pa.Check.isin(target["classes"]))
+        dtype = CANONICAL_DTYPES.get(entry["kind"])
+        columns[name] = pa.Column(dtype, checks=checks, nullable=entry["nullable"], coerce=dtype is not None)
+    return pa.DataFrameSchema(columns, strict=False)
+
+
+def summarize_failures(failure_cases: pl.DataFrame, max_examples: int) -> list[dict[str, Any]]:
+    """One violation per (column, check): how many rows fail and a few failing values."""
+    violations = []
+    grouped = failure_cases.with_columns(pl.col("column").fill_null("(table)"))
+    for (column, check), cases in grouped.group_by(["column", "check"], maintain_order=True):
+        rows = cases.get_column("index").drop_nulls()
+        examples = cases.get_column("failure_case").head(max_examples).to_list()
+        violations.append(
+            {
+                "column": column if column != "(table)" else None,
+                "check": check,
+                "failing_rows": int(rows.n_unique()) if rows.len() else None,
+                "example_rows": [int(r) for r in rows.head(max_examples).to_list()],
+                "examples": examples,
+            }
+        )
+    return violations
+
+
+def check_frame(
+    frame: pl.DataFrame, contract: dict[str, Any], validation: ValidationSpec
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """Validate `frame` against the contract; returns the coerced frame and the violations found."""
+    schema = build_schema(contract, validation)
+    try:
+        return schema.validate(frame, lazy=True), []
+    except pa.errors.SchemaErrors as errors:
+        return frame, summarize_failures(errors.failure_cases, validation.max_examples)
+
+
+def require_columns(frame: pl.DataFrame, columns: dict[str, list[str]], source: str) -> None:
+    """Fail with one message naming every column the spec names but the data lacks."""
+    missing = [f"{role} {name!r}" for role, names in columns.items() for name in names if name not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{source}: missing {', '.join(missing)}; the data has columns {', '.join(frame.columns)}"
+        )
+
+
+def validate_snapshot(
+    snapshot_uri: str,
+    snapshot_fingerprint: str,
+    target: str,
+    task_type: Optional[TaskType],
+    id_columns: list[str],
+    drop_columns: list[str],
+    time_column: Optional[str],
+    validation: ValidationSpec,
+    contract: Optional[dict[str, Any]],
+) -> tuple[pl.DataFrame, dict[str, Any], dict[str, Any]]:
+    """Check a snapshot: returns the validated frame, the contract in force and the report."""
+    frame = storage.read_parquet(snapshot_uri)
+    require_columns(
+        frame,
+        {"target": [target], "id column": id_columns, "time column": [time_column] if time_column else []},
+        source=snapshot_uri,
+    )
+    frame = frame.drop([c for c in drop_columns if c in frame.columns])
+    null_target = int(frame.get_column(target).null_count())
+    frame = frame.filter(pl.col(target).is_not_null())
+    if frame.height == 0:
+        raise DataError(f"{snapshot_uri}: every row has a null target {target!r}")
+
+    violations: list[dict[str, Any]] = []
+    if contract is None:
+        inferred_task, reason = infer_task(frame.get_column(target))
+        resolved_task = task_type or inferred_task
+        if task_type and task_type != inferred_task:
+            reason = f"set in the spec (the data alone suggests {inferred_task}: {reason})"
+        elif task_type:
+            reason = "set in the spec"
+        contract = infer_contract(frame, target, resolved_task, id_columns)
+        contract["target"]["reason"] = reason
+        contract["origin"] = contract_origin(snapshot_fingerprint, target, task_type, id_columns, drop_columns)
+        contract_source = "inferred"
+        if resolved_task != "regression" and len(contract["target"]["classes"]) > 2 and resolved_task == "binary":
+            raise DataError(
+                f"task is binary but target {target!r} has {len(contract['target']['classes'])} classes"
+            )
+    else:
+        resolved_task = contract["target"]["task"]
+        reason = f"{contract['target'].get('reason', 'set')}; kept from the model's data contract"
+        contract_source = "existing"
+        if contract["target"]["name"] != target:
+            violations.append(
+                {"column": target, "check": f"target is {contract['target']['name']!r} in the contract",
+                 "failing_rows": None, "example_rows": [], "examples": []}
+            )
+        if task_type and task_type != resolved_task:
+            violations.append(
+                {"column": target, "check": f"task is {resolved_task!r} in the contract, {task_type!r} in the spec",
+                 "failing_rows": None, "example_rows": [], "examples": []}
+            )
+    # The first run checks its own data too: every run's frame then has the contract's dtypes.
+    checked, found = check_frame(frame, contract, validation)
+    violations.extend(found)
+
+    report = {
+        "snapshot": snapshot_uri,
+        "rows_in": frame.height + null_target,
+        "rows_valid": frame.height,
+        "dropped_null_target": null_target,
+        "contract": contract_source,
+        "task": resolved_task,
+        "task_reason": reason,
+        "mode": validation.mode,
+        "new_columns": sorted(set(frame.columns) - set(contract["columns"])),
+        "violations": violations,
+        "passed": not violations,
+    }
+    return checked, contract, report
+
+
+def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report as table rows for the Prefect artifact."""
+    if not report["violations"]:
+        return [{"column": "(all)", "check": "contract", "failing_rows": 0, "examples": ""}]
+    return [
+        {"column": v["column"] or "(table)", "check": v["check"], "failing_rows": v["failing_rows"],
+         "examples": ", ".join(map(str, v["examples"]))}
+        for v in report["violations"]
+    ]
+
+
+def _run_folder(artifacts: str) -> str:
+    context = FlowRunContext.get()
+    run_id = str(context.flow_run.id) if context and context.flow_run else "local"
+    return storage.join(artifacts, "runs", run_id)
+
+
+@cached_stage("validate")
+def validate_task(
+    snapshot: dict[str, Any],
+    target: str,
+    task_type: Optional[TaskType],
+    id_columns: list[str],
+    drop_columns: list[str],
+    time_column: Optional[str],
+    validation: ValidationSpec,
+    contract_ref: Optional[dict[str, Any]],
+    artifacts: str,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    folder = current_stage_dir("validate")
+    contract = storage.read_json(contract_ref["uri"]) if contract_ref else None
+    frame, contract, report = validate_snapshot(
+        snapshot["uri"], snapshot["fingerprint"], target, task_type, id_columns, drop_columns, time_column, validation, contract
+    )
+    create_table_artifact(
+        key="validation-report",
+        table=report_rows(report),
+        description=(
+            f"{report['rows_valid']} valid rows, {report['dropped_null_target']} dropped for a null target, "
+            f"{len(report['violations'])} violation(s); contract {report['contract']}"
+        ),
+    )
+    if report["violations"] and validation.mode == "enforce":
+        report_uri = storage.join(_run_folder(artifacts), "validation_report.json")
+        storage.write_json(report_uri, report)
+        lines = [
+            f"  {v['column'] or '(table)'}: {v['check']} fails on "
+            f"{v['failing_rows'] if v['failing_rows'] is not None else 'the whole column'}"
+            f"{' rows' if v['failing_rows'] is not None else ''}"
+            f"{'; e.g. ' + ', '.join(map(str, v['examples'][:3])) if v['examples'] else ''}"
+            for v in report["violations"]
+        ]
+        raise ContractViolation(
+            f"data {snapshot['uri']} breaks the data contract of this model:\n" + "\n".join(lines)
+            + f"\nreport: {report_uri}",
+            report_uri=report_uri,
+        )
+    digest = storage.write_parquet(frame, storage.join(folder, "data.parquet"))
+    storage.write_json(storage.join(folder, "contract.json"), contract)
+    storage.write_json(storage.join(folder, "report.json"), report)
+    meta = {
+        "uri": storage.join(folder, "data.parquet"),
+        "contract_uri": storage.join(folder, "contract.json"),
+        "report_uri": storage.join(folder, "report.json"),
+        "rows": frame.height,
+        "task": report["task"],
+        "task_reason": report["task_reason"],
+        "classes": contract["target"].get("classes"),
+        "dropped_null_target": report["dropped_null_target"],
+        "violations": len(report["violations"]),
+    }
+    return finish_stage(folder, meta, started, content=[digest, meta["task"], meta["classes"]])

@@ -1,0 +1,5 @@
+import sys
+
+from trainpipe.cli import main
+
+sys.exit(main())

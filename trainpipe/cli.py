@@ -1,0 +1,199 @@
+"""The `trainpipe` command: train, predict, models list/show.
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad spec or option, 3 unreadable or
+unsuitable data, 4 data-contract violation, 5 missing model or version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+from trainpipe.errors import SpecError, TrainpipeError
+
+
+def _prepare_prefect() -> None:
+    """Offline-friendly defaults for an embedded (ephemeral) Prefect run, unless already set."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.data:
+        out["data"] = {"uris": args.data}
+    for field in ("target", "task", "name", "artifacts", "seed"):
+        if getattr(args, field) is not None:
+            out[field] = getattr(args, field)
+    if args.trials is not None:
+        out["tuning"] = {"trials": args.trials}
+    return out
+
+
+def build_spec(args: argparse.Namespace) -> Any:
+    """The run's spec: the YAML file (if any) with the command-line options on top."""
+    from trainpipe.spec import default_model_name, load_spec, merge_dicts, parse_spec
+
+    overrides = _overrides(args)
+    if args.spec:
+        return load_spec(args.spec, overrides)
+    if not args.data or not args.target:
+        raise SpecError("give a spec file, or at least --data URI and --target COLUMN")
+    overrides.setdefault("name", default_model_name(args.data[0]))
+    return parse_spec(merge_dicts({}, overrides), source="from the command line")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def print_train_summary(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    reused = " (identical model already stored: reused)" if result["reused"] else ""
+    console.print(f"[bold green]model {result['model']} version {result['version']}[/]{reused}")
+    console.print(f"stored at {result['uri']}")
+    inferred = "inferred: " if result["task_inferred"] else ""
+    console.print(f"task: {result['task']} ({inferred}{result['task_reason']})")
+    rows = result["rows"]
+    console.print(f"rows train/valid/test: {rows['train']}/{rows['valid']}/{rows['test']}; "
+                  f"dropped for a null target: {result['dropped_null_target']}")
+    table = Table(title="holdout metrics")
+    for column in ("metric", "model", "trivial baseline"):
+        table.add_column(column)
+    for name, value in result["metrics"].items():
+        table.add_row(name, _fmt(value), _fmt(result["baseline_metrics"][name]))
+    console.print(table)
+    stages = ", ".join(f"{n} " + ("cached" if s["cached"] else f"{s['seconds']:.2f}s")
+                       for n, s in result["stages"].items())
+    console.print(f"stages: {stages}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    spec = build_spec(args)
+    _prepare_prefect()
+    from flows.train import train_flow
+
+    if args.json:
+        with contextlib.redirect_stdout(sys.stderr):
+            result = train_flow(spec)
+        print(json.dumps(result, default=str))
+    else:
+        result = train_flow(spec)
+        print_train_summary(result)
+    return 0
+
+
+def _artifacts(args: argparse.Namespace) -> str:
+    from trainpipe import storage
+    from trainpipe.spec import default_artifacts_uri
+
+    return storage.normalize_root(args.artifacts or default_artifacts_uri())
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    _prepare_prefect()
+    from flows.predict import predict_flow
+
+    with contextlib.redirect_stdout(sys.stderr):
+        result = predict_flow(model=args.model, data=args.data, out=args.out, artifacts=_artifacts(args))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"scored {result['rows']} rows with {result['model']} v{result['version']} -> {result['out']}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from tasks import registry
+
+    artifacts = _artifacts(args)
+    if args.action == "list":
+        rows = []
+        for name in registry.list_models(artifacts):
+            versions = registry.list_versions(artifacts, name)
+            manifest = registry.read_manifest(artifacts, name, versions[-1])
+            metric = manifest["headline_metric"]
+            rows.append({"model": name, "versions": len(versions), "latest": versions[-1], "task": manifest["task"],
+                         "metric": metric, "value": manifest["metrics"][metric], "created_at": manifest["created_at"]})
+        if args.json:
+            print(json.dumps(rows))
+        elif not rows:
+            print(f"no models in {artifacts}")
+        else:
+            for row in rows:
+                print(f"{row['model']}: {row['versions']} version(s), latest v{row['latest']} "
+                      f"({row['task']}, {row['metric']}={_fmt(row['value'])}, {row['created_at']})")
+        return 0
+    if not args.ref:
+        raise SpecError("models show needs NAME[:VERSION]")
+    name, version = registry.resolve_version(artifacts, args.ref)
+    manifest = registry.read_manifest(artifacts, name, version)
+    if args.json:
+        print(json.dumps(manifest, default=str))
+        return 0
+    print(f"{name} v{version}  (versions: {', '.join(map(str, registry.list_versions(artifacts, name)))})")
+    print(f"  uri: {manifest['uri']}")
+    print(f"  created: {manifest['created_at']} by {manifest['created_by']}; Prefect run {manifest['prefect']['flow_run_id']}")
+    print(f"  task: {manifest['task']}, target {manifest['target']!r}")
+    print(f"  data: fingerprint {manifest['data']['fingerprint'][:16]}, {len(manifest['data']['sources'])} file(s)")
+    print(f"  code: {manifest['code']['git_commit'] or 'no git'}, source {manifest['code']['source_sha256'][:16]}")
+    for metric, value in manifest["metrics"].items():
+        print(f"  {metric}: {_fmt(value)} (baseline {_fmt(manifest['baseline_metrics'][metric])})")
+    print(f"  model card: {manifest['uri']}/model_card.md")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainpipe", description="Train, evaluate and version XGBoost models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model version from a spec file or options")
+    train.add_argument("spec", nargs="?", help="YAML spec file (options below override its fields)")
+    train.add_argument("--data", action="append", metavar="URI", help="data file, glob or folder (repeatable)")
+    train.add_argument("--target", help="column to predict")
+    train.add_argument("--task", choices=["binary", "multiclass", "regression"], help="default: inferred")
+    train.add_argument("--name", help="model name (default: from the data file name)")
+    train.add_argument("--artifacts", metavar="URI", help="artifact store root (default $TRAINPIPE_ARTIFACTS or ./artifacts)")
+    train.add_argument("--trials", type=int, help="Optuna tuning trials")
+    train.add_argument("--seed", type=int, help="random seed")
+    train.add_argument("--json", action="store_true", help="print one JSON object with the result")
+    train.set_defaults(func=cmd_train)
+
+    predict = sub.add_parser("predict", help="score rows with a stored model")
+    predict.add_argument("--model", required=True, metavar="NAME[:VERSION]")
+    predict.add_argument("--data", required=True, metavar="URI")
+    predict.add_argument("--out", required=True, metavar="URI", help=".csv, .parquet or .ndjson")
+    predict.add_argument("--artifacts", metavar="URI")
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(func=cmd_predict)
+
+    models = sub.add_parser("models", help="list models or show a version")
+    models.add_argument("action", choices=["list", "show"])
+    models.add_argument("ref", nargs="?", metavar="NAME[:VERSION]")
+    models.add_argument("--artifacts", metavar="URI")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TrainpipeError as error:
+        print(f"trainpipe: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("trainpipe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

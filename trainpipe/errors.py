@@ -1,0 +1,35 @@
+"""Errors that name what is at fault; the CLI prints them and exits non-zero."""
+
+
+class TrainpipeError(Exception):
+    """Base for failures with a message meant for the user."""
+
+    exit_code = 1
+
+
+class SpecError(TrainpipeError):
+    """A spec, CLI option or parameter is invalid."""
+
+    exit_code = 2
+
+
+class DataError(TrainpipeError):
+    """Input data cannot be read or lacks what the spec asks for."""
+
+    exit_code = 3
+
+
+class ContractViolation(TrainpipeError):
+    """Data breaks the model's data contract; the report says where."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, report_uri: str | None = None):
+        super().__init__(message)
+        self.report_uri = report_uri
+
+
+class RegistryError(TrainpipeError):
+    """A model or version is missing or unreadable in the artifact store."""
+
+    exit_code = 5

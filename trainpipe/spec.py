@@ -1,0 +1,264 @@
+"""The one typed spec of a training run: the flow parameter, the CLI's input, the YAML file."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import PurePosixPath
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainpipe.errors import SpecError
+
+TaskType = Literal["binary", "multiclass", "regression"]
+DataFormat = Literal["csv", "parquet", "ndjson"]
+
+FORMAT_SUFFIXES: dict[str, DataFormat] = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".json": "ndjson",
+}
+
+DEFAULT_NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+def default_artifacts_uri() -> str:
+    """The artifact root: `TRAINPIPE_ARTIFACTS` when set, else `./artifacts`."""
+    return os.environ.get("TRAINPIPE_ARTIFACTS") or "./artifacts"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Spec):
+    uris: list[str] = Field(
+        min_length=1,
+        title="Data URIs",
+        description=(
+            "Where the training data lives: a file, a glob (data/*.csv) or a folder/prefix, "
+            "as a local path, file:// or s3:// URI. Several may be listed; all are read and stacked."
+        ),
+    )
+    format: Optional[DataFormat] = Field(
+        default=None,
+        description="File format. Leave empty to infer it from the file suffix (.csv, .parquet, .ndjson/.jsonl).",
+    )
+    separator: str = Field(default=",", min_length=1, max_length=1, description="CSV field separator.")
+    null_values: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NULL_VALUES),
+        description="CSV cell values read as missing.",
+    )
+
+    @field_validator("uris", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class ValidationSpec(_Spec):
+    mode: Literal["enforce", "warn"] = Field(
+        default="enforce",
+        description="enforce: a contract violation fails the run before training. warn: it is reported only.",
+    )
+    range_tolerance: float = Field(
+        default=0.5,
+        ge=0,
+        description=(
+            "How far numeric values may leave the contract's observed range, as a fraction of that range "
+            "(0.5 lets a column seen in [0, 10] take values in [-5, 15])."
+        ),
+    )
+    allow_new_categories: bool = Field(
+        default=False,
+        description="Accept category values the contract has not seen (they are scored as unseen).",
+    )
+    max_examples: int = Field(default=5, ge=1, le=100, description="Failing values shown per check in the report.")
+
+
+class DerivedColumn(_Spec):
+    name: str = Field(description="Name of the new column.")
+    expr: str = Field(
+        description="A SQL expression over the data's columns, e.g. `bill_length_mm / bill_depth_mm`.",
+    )
+
+
+DatetimePart = Literal["year", "month", "day", "weekday", "hour", "minute", "dayofyear"]
+
+
+class FeatureSpec(_Spec):
+    derived: list[DerivedColumn] = Field(default_factory=list, description="Extra columns computed from the data.")
+    datetime_parts: list[DatetimePart] = Field(
+        default_factory=lambda: ["year", "month", "day", "weekday", "hour"],
+        description="Parts extracted from date/datetime columns (the raw timestamp is not a feature).",
+    )
+    max_categories: int = Field(
+        default=256,
+        ge=2,
+        le=100_000,
+        description=(
+            "Most levels kept per categorical column (most frequent first; the rest count as unseen). "
+            "A text column with more distinct values than this in over half its rows is dropped as an identifier."
+        ),
+    )
+    numeric_threshold: float = Field(
+        default=0.98,
+        gt=0,
+        le=1,
+        description="A text column whose non-missing values parse as numbers at least this often is made numeric.",
+    )
+
+    @field_validator("derived")
+    @classmethod
+    def _distinct_names(cls, derived: list[DerivedColumn]) -> list[DerivedColumn]:
+        names = [d.name for d in derived]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"derived column names repeat: {', '.join(repeated)}")
+        return derived
+
+
+class SplitSpec(_Spec):
+    method: Optional[Literal["random", "stratified", "time"]] = Field(
+        default=None,
+        description="How rows are split. Empty: stratified for classification, random for regression.",
+    )
+    test_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="Share of rows held out for evaluation.")
+    validation_fraction: float = Field(
+        default=0.15,
+        gt=0,
+        lt=0.9,
+        description="Share of the remaining training rows used for early stopping.",
+    )
+    time_column: Optional[str] = Field(
+        default=None, description="Column ordering rows in time; required for the time split (latest rows are tested)."
+    )
+
+    @model_validator(mode="after")
+    def _time_needs_column(self) -> "SplitSpec":
+        if self.method == "time" and not self.time_column:
+            raise ValueError("split.method 'time' needs split.time_column")
+        return self
+
+
+class XGBoostSpec(_Spec):
+    num_boost_round: int = Field(default=1000, ge=1, le=100_000, description="Most boosting rounds.")
+    early_stopping_rounds: int = Field(
+        default=50, ge=1, description="Stop when the validation metric has not improved for this many rounds."
+    )
+    learning_rate: float = Field(default=0.1, gt=0, le=1, description="Shrinkage per round (eta).")
+    max_depth: int = Field(default=6, ge=0, le=64, description="Maximum tree depth (0: no limit).")
+    min_child_weight: float = Field(default=1.0, ge=0)
+    subsample: float = Field(default=1.0, gt=0, le=1, description="Row share sampled per tree.")
+    colsample_bytree: float = Field(default=1.0, gt=0, le=1, description="Column share sampled per tree.")
+    reg_lambda: float = Field(default=1.0, ge=0, description="L2 regularisation.")
+    reg_alpha: float = Field(default=0.0, ge=0, description="L1 regularisation.")
+    max_bin: int = Field(default=256, ge=2, description="Histogram bins per feature.")
+    nthread: Optional[int] = Field(default=None, ge=1, description="Threads for training. Empty: all cores.")
+    device: Literal["cpu", "cuda"] = Field(default="cpu", description="cuda trains on a GPU when the worker has one.")
+    extra_params: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="Any other XGBoost parameter, passed through as is."
+    )
+
+
+class TuningSpec(_Spec):
+    trials: int = Field(default=0, ge=0, description="Optuna trials. 0 trains once with the parameters above.")
+    parallelism: int = Field(default=1, ge=1, le=64, description="Trials run at once.")
+    timeout_seconds: Optional[float] = Field(default=None, gt=0, description="Wall-clock budget for tuning.")
+
+
+class TrainSpec(_Spec):
+    """Everything that decides what a training run produces."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Model name: versions of one name form its history.")
+    data: DataSpec
+    target: str = Field(min_length=1, description="Column to predict.")
+    task: Optional[TaskType] = Field(
+        default=None, description="binary, multiclass or regression. Empty: inferred from the target column."
+    )
+    id_columns: list[str] = Field(
+        default_factory=list, description="Identifier columns: kept beside predictions, never used as features."
+    )
+    drop_columns: list[str] = Field(default_factory=list, description="Columns ignored entirely.")
+    seed: int = Field(default=42, ge=0, description="Seed for the split, sampling in XGBoost and tuning.")
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    features: FeatureSpec = Field(default_factory=FeatureSpec)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    xgboost: XGBoostSpec = Field(default_factory=XGBoostSpec)
+    tuning: TuningSpec = Field(default_factory=TuningSpec)
+    artifacts: str = Field(
+        default_factory=default_artifacts_uri,
+        description="Artifact store root (local path, file:// or s3://). Default: $TRAINPIPE_ARTIFACTS or ./artifacts.",
+    )
+
+    @model_validator(mode="after")
+    def _columns_distinct(self) -> "TrainSpec":
+        if self.target in self.id_columns or self.target in self.drop_columns:
+            raise ValueError(f"target column {self.target!r} is also listed in id_columns or drop_columns")
+        return self
+
+
+def infer_format(uri: str) -> DataFormat:
+    """The data format named by a file's suffix (compression suffixes aside)."""
+    suffixes = [s.lower() for s in PurePosixPath(uri.split("?")[0]).suffixes]
+    while suffixes and suffixes[-1] in (".gz", ".zst", ".bz2"):
+        suffixes.pop()
+    if suffixes and suffixes[-1] in FORMAT_SUFFIXES:
+        return FORMAT_SUFFIXES[suffixes[-1]]
+    raise SpecError(f"cannot infer the format of {uri!r} from its suffix; set data.format (csv, parquet or ndjson)")
+
+
+def default_model_name(uri: str) -> str:
+    """A model name derived from a data URI's file or folder name."""
+    stem = PurePosixPath(uri.rstrip("/").split("?")[0]).name.split(".")[0]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "model"
+    return name[:128]
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"invalid spec {source}:"]
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(spec)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_spec(raw: dict[str, Any], source: str = "") -> TrainSpec:
+    """Validate a spec dict, turning pydantic's errors into one message naming each bad field."""
+    try:
+        return TrainSpec.model_validate(raw)
+    except ValidationError as error:
+        raise SpecError(_format_errors(error, source)) from None
+
+
+def load_spec(path: str, overrides: Optional[dict[str, Any]] = None) -> TrainSpec:
+    """Read a YAML spec file; `overrides` are merged on top (nested dicts merge)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle) or {}
+    except FileNotFoundError:
+        raise SpecError(f"spec file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise SpecError(f"spec file {path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"spec file {path} must hold a mapping of fields, not {type(raw).__name__}")
+    return parse_spec(merge_dicts(raw, overrides or {}), source=path)
+
+
+def merge_dicts(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: `top` over `base`, recursing where both hold dicts."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_dicts(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
