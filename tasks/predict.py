@@ -51,15 +51,14 @@ def score_frame(frame: pl.DataFrame, booster: xgb.Booster, transform: dict[str, 
     matrix = load_matrix(features.with_columns(pl.lit(0.0).alias(LABEL)), transform["feature_types"])
     raw = booster.predict(matrix)
     target = transform["target"]
-    ids = [c for c in transform["id_columns"] if c in frame.columns]
-    out = frame.select(ids)
+    ids = [frame.get_column(c) for c in transform["id_columns"] if c in frame.columns]
     if target["task"] == "regression":
-        return out.with_columns(pl.Series("prediction", raw.astype(np.float64)))
+        return pl.DataFrame([*ids, pl.Series("prediction", raw.astype(np.float64))])
     classes = target["classes"]
     prob = np.column_stack([1 - raw, raw]) if target["task"] == "binary" else raw
     labels = pl.Series("prediction", classes).gather(prob.argmax(axis=1))
     columns = [labels] + [pl.Series(f"proba_{c}", prob[:, i].astype(np.float64)) for i, c in enumerate(classes)]
-    return out.with_columns(columns)
+    return pl.DataFrame([*ids, *columns])
 
 
 def write_frame(frame: pl.DataFrame, out_uri: str) -> None:

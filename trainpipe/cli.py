@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 from typing import Any, Optional, Sequence
@@ -16,10 +17,22 @@ from typing import Any, Optional, Sequence
 from trainpipe.errors import SpecError, TrainpipeError
 
 
+class _QuietExpectedErrors(logging.Filter):
+    """Drop Prefect's tracebacks for errors trainpipe explains itself (bad spec, data, contract)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TrainpipeError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def _prepare_prefect() -> None:
     """Offline-friendly defaults for an embedded (ephemeral) Prefect run, unless already set."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    quiet = _QuietExpectedErrors()
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(quiet)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
