@@ -43,7 +43,8 @@ def cache_key_for(stage: str) -> Callable[[TaskRunContext, dict[str, Any]], Opti
     def key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> Optional[str]:
         artifacts, inputs = _split_inputs(parameters)
         folder = stage_dir(artifacts, stage, inputs)
-        key = f"trainpipe-{stage}-{folder.rsplit('/', 1)[-1]}"
+        # The folder URI (artifact root included) is the key: two stores never share records.
+        key = f"trainpipe-{stage}-{storage.sha256_bytes(folder.encode())[:40]}"
         if storage.exists(storage.join(folder, SUCCESS_MARKER)):
             return key
         store = getattr(context, "result_store", None)

@@ -1,0 +1,147 @@
+"""The training flow end to end on the bundled penguins data: caching, determinism, contract failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows.train import train_flow
+from tasks import registry
+from trainpipe import storage
+from trainpipe.errors import ContractViolation
+from trainpipe.spec import parse_spec
+
+
+def make_spec(data: str, artifacts: Path, **fields):
+    return parse_spec({"name": "penguins", "data": {"uris": [data]}, "target": "species",
+                       "artifacts": str(artifacts), **fields})
+
+
+def stage_folders(artifacts: Path, stage: str) -> set[str]:
+    folder = artifacts / "cache" / stage
+    return {p.name for p in folder.iterdir()} if folder.exists() else set()
+
+
+@pytest.fixture
+def split_data(tmp_path: Path, penguins_csv: Path) -> Path:
+    """The penguins rows in two files of one folder."""
+    frame = pl.read_csv(penguins_csv, null_values="NA")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    frame.head(200).write_csv(folder / "part-1.csv")
+    frame.slice(200).write_csv(folder / "part-2.csv")
+    return folder
+
+
+def test_rerun_hits_cache_and_reuses_version(tmp_path: Path, penguins_csv: Path):
+    spec = make_spec(str(penguins_csv), tmp_path / "art")
+    first = train_flow(spec)
+    second = train_flow(spec)
+
+    assert first["version"] == 1 and not first["reused"]
+    assert not any(s["cached"] for s in first["stages"].values())
+    for stage in ("ingest", "validate", "split", "features", "train"):
+        assert second["stages"][stage]["cached"], stage
+    assert second["version"] == 1 and second["reused"]
+    assert second["metrics"] == first["metrics"]
+    assert registry.list_versions(str(tmp_path / "art"), "penguins") == [1]
+
+
+def test_changed_data_file_reruns_from_ingest(tmp_path: Path, split_data: Path):
+    artifacts = tmp_path / "art"
+    spec = make_spec(str(split_data), artifacts)
+    first = train_flow(spec)
+
+    changed = pl.read_csv(split_data / "part-2.csv").with_columns(pl.col("body_mass_g") + 1)
+    changed.write_csv(split_data / "part-2.csv")
+    second = train_flow(spec)
+
+    assert second["data_fingerprint"] != first["data_fingerprint"]
+    for stage in ("ingest", "validate", "split", "features", "train"):
+        assert not second["stages"][stage]["cached"], stage
+    assert len(stage_folders(artifacts, "ingest")) == 2
+    assert second["version"] == 2 and not second["reused"]
+
+
+def test_changed_model_parameter_reruns_only_training(tmp_path: Path, penguins_csv: Path):
+    artifacts = tmp_path / "art"
+    train_flow(make_spec(str(penguins_csv), artifacts))
+    result = train_flow(make_spec(str(penguins_csv), artifacts, xgboost={"max_depth": 3}))
+
+    for stage in ("ingest", "validate", "split", "features"):
+        assert result["stages"][stage]["cached"], stage
+    assert not result["stages"]["train"]["cached"]
+    assert len(stage_folders(artifacts, "train")) == 2
+    manifest = registry.read_manifest(str(artifacts), "penguins", result["version"])
+    assert manifest["training"]["params"]["max_depth"] == 3
+
+
+def test_same_spec_and_data_give_byte_identical_models(tmp_path: Path, penguins_csv: Path):
+    results = [train_flow(make_spec(str(penguins_csv), tmp_path / f"art{i}")) for i in (1, 2)]
+    models = [Path(r["uri"], "model.ubj").read_bytes() for r in results]
+
+    assert models[0] == models[1]
+    assert results[0]["metrics"] == results[1]["metrics"]
+    assert not results[1]["stages"]["train"]["cached"]  # a separate store: really trained twice
+
+
+def test_contract_violation_fails_before_training_and_stores_nothing(tmp_path: Path, penguins_csv: Path):
+    artifacts = tmp_path / "art"
+    train_flow(make_spec(str(penguins_csv), artifacts))
+    trained_before = stage_folders(artifacts, "train")
+
+    bad = pl.read_csv(penguins_csv, null_values="NA").with_columns(
+        pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("Atlantis")).otherwise(pl.col("island")).alias("island"),
+        pl.when(pl.int_range(pl.len()) == 5).then(99999.0).otherwise(pl.col("body_mass_g")).alias("body_mass_g"),
+    )
+    bad_path = tmp_path / "bad.csv"
+    bad.write_csv(bad_path)
+
+    with pytest.raises(ContractViolation) as raised:
+        train_flow(make_spec(str(bad_path), artifacts))
+
+    message = str(raised.value)
+    assert "island" in message and "body_mass_g" in message
+    report_files = list((artifacts / "runs").glob("*/validation_report.json"))
+    assert len(report_files) == 1
+    report = json.loads(report_files[0].read_text())
+    by_column = {v["column"]: v for v in report["violations"]}
+    assert by_column["island"]["failing_rows"] == 3
+    assert "Atlantis" in by_column["island"]["examples"]
+    assert by_column["body_mass_g"]["failing_rows"] == 1
+    assert registry.list_versions(str(artifacts), "penguins") == [1]
+    assert stage_folders(artifacts, "train") == trained_before
+
+
+def test_null_targets_dropped_and_counted(tmp_path: Path, penguins_csv: Path):
+    spec = parse_spec({"name": "sex", "data": {"uris": [str(penguins_csv)]}, "target": "sex",
+                       "artifacts": str(tmp_path / "art")})
+    result = train_flow(spec)
+
+    nulls = pl.read_csv(penguins_csv, null_values="NA").get_column("sex").null_count()
+    assert nulls > 0
+    assert result["dropped_null_target"] == nulls
+    assert result["task"] == "binary" and result["task_inferred"]
+    assert sum(result["rows"].values()) == 344 - nulls
+    assert result["metrics"]["auc"] > result["baseline_metrics"]["auc"]
+    manifest = registry.read_manifest(str(tmp_path / "art"), "sex", 1)
+    assert manifest["data"]["dropped_null_target"] == nulls
+    assert manifest["prefect"]["flow_run_id"]
+    assert manifest["files"]["model.ubj"] == storage.sha256_bytes(Path(result["uri"], "model.ubj").read_bytes())
+
+
+def test_cleaned_artifact_store_is_rebuilt_not_served_stale(tmp_path: Path, penguins_csv: Path):
+    artifacts = tmp_path / "art"
+    spec = make_spec(str(penguins_csv), artifacts)
+    train_flow(spec)
+    shutil.rmtree(artifacts)
+
+    result = train_flow(spec)
+
+    assert not result["stages"]["ingest"]["cached"]
+    assert Path(result["uri"], "model.ubj").exists()
+    assert result["version"] == 1
