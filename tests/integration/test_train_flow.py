@@ -145,3 +145,23 @@ def test_cleaned_artifact_store_is_rebuilt_not_served_stale(tmp_path: Path, peng
     assert not result["stages"]["ingest"]["cached"]
     assert Path(result["uri"], "model.ubj").exists()
     assert result["version"] == 1
+
+
+def test_run_leaves_report_metrics_and_summary_artifacts(tmp_path: Path, penguins_csv: Path):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    state = train_flow(make_spec(str(penguins_csv), tmp_path / "art"), return_state=True)
+    flow_run_id = state.state_details.flow_run_id
+
+    async def artifacts_of_run():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+    import asyncio
+
+    found = {a.key: a for a in asyncio.run(artifacts_of_run())}
+    assert {"validation-report", "metrics", "model-summary"} <= set(found)
+    assert found["metrics"].type == "table" and "mlogloss" in str(found["metrics"].data)
+    assert "penguins v1" in found["model-summary"].data

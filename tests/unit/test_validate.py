@@ -173,6 +173,7 @@ def test_spec_task_overrides_inference_and_says_so(write_snapshot):
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="BUG: tasks/validate.py build_schema: the target-class isin check uses int classes on the column "
     "coerced to Float64; polars 2 refuses is_in(Float64, List(Int64)), so an integer class target fails its own contract",
 )
@@ -271,6 +272,7 @@ def test_type_that_cannot_be_coerced_is_reported(contract):
 
 @pytest.mark.xfail(
     strict=True,
+    raises=pl.exceptions.ColumnNotFoundError,
     reason="BUG: tasks/validate.py check_frame: a contract column missing from the data raises polars "
     "ColumnNotFoundError (pandera coerces before the presence check) instead of a violation naming it",
 )
@@ -289,6 +291,7 @@ def test_new_target_class_is_reported(contract):
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="BUG: tasks/validate.py build_schema/summarize_failures: a string target gets two isin checks with "
     "the same name (categories and classes), so one bad row is listed twice in example_rows/examples",
 )
@@ -320,6 +323,7 @@ def test_existing_contract_task_mismatch_is_a_violation(contract, write_snapshot
 
 @pytest.mark.xfail(
     strict=True,
+    raises=pl.exceptions.ColumnNotFoundError,
     reason="BUG: tasks/validate.py validate_snapshot/check_frame: with a contract for target 'label' and data "
     "whose target is 'outcome' (no 'label' column), check_frame raises ColumnNotFoundError and the "
     "'target is ... in the contract' violation is never reported",
