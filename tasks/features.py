@@ -20,6 +20,7 @@ from trainpipe.spec import FeatureSpec, TaskType
 TRANSFORM_FORMAT = 1
 LABEL = "__label__"
 
+TIME_OF_DAY_PARTS = ("hour", "minute")
 DATETIME_PARTS = {
     "year": lambda e: e.dt.year(),
     "month": lambda e: e.dt.month(),
@@ -62,7 +63,8 @@ def fit_column(series: pl.Series, spec: FeatureSpec) -> dict[str, Any]:
     if dtype == pl.Boolean:
         return {**entry, "kind": "boolean"}
     if dtype == pl.Date or isinstance(dtype, pl.Datetime):
-        return {**entry, "kind": "datetime", "parts": list(spec.datetime_parts)}
+        parts = [p for p in spec.datetime_parts if dtype != pl.Date or p not in TIME_OF_DAY_PARTS]
+        return {**entry, "kind": "datetime", "parts": parts}
     if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
         if _numeric_share(series) >= spec.numeric_threshold:
             return {**entry, "kind": "numeric", "coerced_from": "text"}

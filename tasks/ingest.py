@@ -19,9 +19,14 @@ from trainpipe.spec import FORMAT_SUFFIXES, DataSpec, infer_format
 GLOB_CHARS = set("*?[")
 
 
+def _is_hidden(path: str) -> bool:
+    """Dot files and _-prefixed markers (Spark's _SUCCESS, macOS ._ files) are never data."""
+    return path.rsplit("/", 1)[-1].startswith((".", "_"))
+
+
 def _is_data_file(path: str) -> bool:
     name = path.rsplit("/", 1)[-1]
-    if name.startswith((".", "_")):
+    if _is_hidden(path):
         return False
     lowered = name.lower()
     for compression in (".gz", ".zst", ".bz2"):
@@ -38,7 +43,7 @@ def list_source_files(uri: str) -> list[dict[str, Any]]:
     fs, path = storage.get_fs(uri)
     fs.invalidate_cache()
     if GLOB_CHARS & set(path):
-        paths = [p for p in fs.glob(path) if fs.isfile(p)]
+        paths = [p for p in fs.glob(path) if fs.isfile(p) and not _is_hidden(p)]
     elif fs.isdir(path):
         paths = [p for p in fs.find(path) if _is_data_file(p)]
     elif fs.isfile(path):

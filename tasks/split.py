@@ -59,7 +59,10 @@ def time_assignment(order_values: pl.Series, test_fraction: float, valid_fractio
     if order_values.null_count():
         raise DataError(f"time column {order_values.name!r} has {order_values.null_count()} null value(s)")
     n = order_values.len()
-    order = order_values.arg_sort(maintain_order=True).to_numpy()
+    # Sort by time, ties kept in file order, so the split is deterministic.
+    order = (
+        order_values.to_frame("t").with_row_index("row").sort(["t", "row"]).get_column("row").to_numpy()
+    )
     n_test = _take(n, test_fraction)
     n_valid = _take(n - n_test, valid_fraction)
     labels = np.zeros(n, dtype=np.int8)

@@ -132,21 +132,32 @@ def infer_contract(frame: pl.DataFrame, target: str, task: TaskType, id_columns:
     return contract
 
 
-def build_schema(contract: dict[str, Any], validation: ValidationSpec) -> pa.DataFrameSchema:
-    """A pandera schema enforcing the contract: presence, type (coercible), nullability, ranges, categories."""
+def build_schema(
+    contract: dict[str, Any], validation: ValidationSpec, only: Optional[set[str]] = None
+) -> pa.DataFrameSchema:
+    """A pandera schema enforcing the contract: type (coercible), nullability, ranges, categories.
+
+    `only` limits it to the columns present (pandera coerces before it checks presence).
+    """
     columns = {}
     target = contract["target"]
     for name, entry in contract["columns"].items():
+        if only is not None and name not in only:
+            continue
         checks = []
-        if entry.get("min") is not None and entry.get("max") is not None:
-            span = float(entry["max"]) - float(entry["min"])
-            slack = validation.range_tolerance * (span if span > 0 else max(abs(float(entry["max"])), 1.0))
-            checks.append(pa.Check.in_range(float(entry["min"]) - slack, float(entry["max"]) + slack))
-        if entry.get("categories") is not None and not validation.allow_new_categories:
-            checks.append(pa.Check.isin(entry["categories"]))
-        if name == target["name"] and target.get("classes") is not None and not validation.allow_new_categories:
-            checks.append(pa.Check.isin(target["classes"]))
         dtype = CANONICAL_DTYPES.get(entry["kind"])
+        if name == target["name"] and target.get("classes") is not None:
+            # Class labels keep their own type (0/1 stay integers): the model's outputs are indexed by them.
+            dtype = None
+            if not validation.allow_new_categories:
+                checks.append(pa.Check.isin(target["classes"]))
+        else:
+            if entry.get("min") is not None and entry.get("max") is not None:
+                span = float(entry["max"]) - float(entry["min"])
+                slack = validation.range_tolerance * (span if span > 0 else max(abs(float(entry["max"])), 1.0))
+                checks.append(pa.Check.in_range(float(entry["min"]) - slack, float(entry["max"]) + slack))
+            if entry.get("categories") is not None and not validation.allow_new_categories:
+                checks.append(pa.Check.isin(entry["categories"]))
         columns[name] = pa.Column(dtype, checks=checks, nullable=entry["nullable"], coerce=dtype is not None)
     return pa.DataFrameSchema(columns, strict=False)
 
@@ -174,11 +185,16 @@ def check_frame(
     frame: pl.DataFrame, contract: dict[str, Any], validation: ValidationSpec
 ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """Validate `frame` against the contract; returns the coerced frame and the violations found."""
-    schema = build_schema(contract, validation)
+    missing = [
+        {"column": name, "check": "column_in_dataframe", "failing_rows": None, "example_rows": [], "examples": []}
+        for name in contract["columns"]
+        if name not in frame.columns
+    ]
+    schema = build_schema(contract, validation, only=set(frame.columns))
     try:
-        return schema.validate(frame, lazy=True), []
+        return schema.validate(frame, lazy=True), missing
     except pa.errors.SchemaErrors as errors:
-        return frame, summarize_failures(errors.failure_cases, validation.max_examples)
+        return frame, missing + summarize_failures(errors.failure_cases, validation.max_examples)
 
 
 def require_columns(frame: pl.DataFrame, columns: dict[str, list[str]], source: str) -> None:

@@ -60,3 +60,20 @@ def make_rows(n: int, task: str, seed: int = 0) -> pl.DataFrame:
 @pytest.fixture
 def rows_for() -> Callable[..., pl.DataFrame]:
     return make_rows
+
+
+@pytest.fixture
+def prepared(rows_for) -> Callable[..., dict[str, Any]]:
+    """Rows of a task, split 200/100/100, with a fitted transform and the feature matrices of each part."""
+    from tasks.features import fit_transform, matrix_frame
+    from trainpipe.spec import FeatureSpec
+
+    def prepare(task: str, n: int = 400, seed: int = 0) -> dict[str, Any]:
+        frame = make_rows(n, task, seed)
+        parts = {"train": frame[: n // 2], "valid": frame[n // 2 : 3 * n // 4], "test": frame[3 * n // 4 :]}
+        classes = None if task == "regression" else sorted(set(frame.get_column("y").to_list()))
+        transform = fit_transform(parts["train"], "y", task, classes, ["rid"], FeatureSpec())
+        matrices = {k: matrix_frame(v, transform, k) for k, v in parts.items()}
+        return {"frame": frame, "parts": parts, "transform": transform, "matrices": matrices, "classes": classes}
+
+    return prepare

@@ -137,12 +137,6 @@ def test_date_column_with_parts_it_has():
     assert apply_transform(frame, transform).rows() == [(2024.0, 2.0, 4.0), (2024.0, 3.0, 1.0)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pl.exceptions.InvalidOperationError,
-    reason="BUG: tasks/features.py _feature_exprs: a Date column with the default datetime_parts (which include "
-    "'hour') fails with InvalidOperationError '`hour` operation not supported for dtype `date`'",
-)
 def test_date_column_with_default_parts():
     frame = pl.DataFrame({"d": [dt.date(2024, 2, 29), dt.date(2024, 3, 4)], "y": [1.0, 2.0]})
     transform = fit(frame, ids=(), task="regression", classes=None)

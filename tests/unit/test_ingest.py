@@ -106,12 +106,6 @@ def test_resolve_glob_matches_only_its_pattern(data_dir):
     assert [f["format"] for f in files] == ["parquet", "ndjson"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: tasks/ingest.py list_source_files: a glob also matches hidden files (e.g. macOS '._a.csv'), "
-    "which a folder listing skips",
-)
 def test_resolve_glob_skips_hidden_files_like_a_folder_listing(data_dir):
     (data_dir / "._a.csv").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     folder = [f["uri"] for f in resolve_sources(DataSpec(uris=[str(data_dir)]))]
@@ -136,6 +130,13 @@ def test_resolve_folder_finds_data_files_recursively_and_skips_markers(data_dir)
         str(data_dir / "c.ndjson"),
     ]
     assert [f["format"] for f in files] == ["ndjson", "csv", "parquet", "ndjson"]
+
+
+def test_resolve_file_uri(data_dir):
+    spec = DataSpec(uris=[f"file://{data_dir}/a.csv"])
+    files = resolve_sources(spec)
+    assert [f["format"] for f in files] == ["csv"]
+    assert read_file(files[0], spec).height == 3
 
 
 def test_resolve_dedupes_files_named_twice(data_dir):

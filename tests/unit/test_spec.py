@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from trainpipe.errors import SpecError
 from trainpipe.spec import (
@@ -163,5 +164,5 @@ def test_artifacts_default_comes_from_environment(monkeypatch):
 
 def test_spec_is_frozen():
     spec = parse_spec(BASE)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         spec.seed = 1  # type: ignore[misc]

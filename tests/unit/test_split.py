@@ -111,12 +111,6 @@ def test_too_few_rows_is_an_error(rows):
     assert sum(p.height for p in split_frame(rows.head(20), RANDOM, "y", "binary", seed=1).values()) == 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG: tasks/split.py time_assignment calls Series.arg_sort(maintain_order=True), "
-    "a keyword polars 2.1 does not have (TypeError)",
-)
 def test_time_split_puts_latest_rows_in_test(rows):
     spec = SplitSpec(method="time", time_column="t")
     parts = split_frame(rows, spec, "y", "binary", seed=1)

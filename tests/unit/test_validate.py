@@ -171,12 +171,6 @@ def test_spec_task_overrides_inference_and_says_so(write_snapshot):
     assert contract["target"]["task"] == "regression"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: tasks/validate.py build_schema: the target-class isin check uses int classes on the column "
-    "coerced to Float64; polars 2 refuses is_in(Float64, List(Int64)), so an integer class target fails its own contract",
-)
 def test_integer_class_target_passes_its_own_contract(write_snapshot):
     frame = pl.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "y": [0, 1, 0, 1, 1, 0]})
     _, contract, report = validate_snapshot(write_snapshot(frame), "fp", "y", None, [], [], None, ENFORCE, None)
@@ -270,12 +264,6 @@ def test_type_that_cannot_be_coerced_is_reported(contract):
     assert any("abc" in map(str, v["examples"]) for v in violations)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pl.exceptions.ColumnNotFoundError,
-    reason="BUG: tasks/validate.py check_frame: a contract column missing from the data raises polars "
-    "ColumnNotFoundError (pandera coerces before the presence check) instead of a violation naming it",
-)
 def test_missing_column_is_reported_as_a_violation(contract):
     _, violations = check_frame(new_rows().drop("city"), contract, ENFORCE)
     assert any(v["column"] == "city" or "city" in map(str, v["examples"]) for v in violations)
@@ -289,12 +277,6 @@ def test_new_target_class_is_reported(contract):
     assert "maybe" in target_violations[0]["examples"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: tasks/validate.py build_schema/summarize_failures: a string target gets two isin checks with "
-    "the same name (categories and classes), so one bad row is listed twice in example_rows/examples",
-)
 def test_new_target_class_lists_each_failing_row_once(contract):
     _, violations = check_frame(new_rows(label=["yes", "no", "maybe"]), contract, ENFORCE)
     violation = only(violations, "label")
@@ -321,13 +303,6 @@ def test_existing_contract_task_mismatch_is_a_violation(contract, write_snapshot
     assert "task is 'binary' in the contract, 'multiclass' in the spec" == violation["check"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pl.exceptions.ColumnNotFoundError,
-    reason="BUG: tasks/validate.py validate_snapshot/check_frame: with a contract for target 'label' and data "
-    "whose target is 'outcome' (no 'label' column), check_frame raises ColumnNotFoundError and the "
-    "'target is ... in the contract' violation is never reported",
-)
 def test_existing_contract_other_target_is_a_violation(contract, write_snapshot):
     frame = new_rows().rename({"label": "outcome"})
     _, _, report = validate_snapshot(write_snapshot(frame), "fp2", "outcome", None, ["id"], [], None, ENFORCE,

@@ -1,0 +1,145 @@
+"""tasks.registry: version numbers, commit markers, identical-version lookup, references."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from tasks.registry import (
+    CLAIM,
+    COMMITTED,
+    MANIFEST,
+    claimed_versions,
+    find_identical,
+    latest_contract_ref,
+    list_models,
+    list_versions,
+    parse_ref,
+    publish_version,
+    read_manifest,
+    resolve_version,
+    version_uri,
+)
+from trainpipe import storage
+from trainpipe.errors import RegistryError
+
+
+def publish(root: str, name: str = "churn", model: bytes = b"model-1", identity: str = "1", **extra):
+    files = {"model.ubj": model, "contract.json": storage.dumps_json({"origin": f"o{identity}"})}
+    return publish_version(root, name, files, {"identity": {"model_sha256": identity}, **extra})
+
+
+def test_two_publishes_get_versions_1_and_2(tmp_path):
+    root = str(tmp_path)
+    assert publish(root, identity="a") == (1, version_uri(root, "churn", 1))
+    assert publish(root, model=b"model-2", identity="b") == (2, version_uri(root, "churn", 2))
+    assert list_versions(root, "churn") == [1, 2]
+    assert resolve_version(root, "churn") == ("churn", 2)
+
+
+def test_published_version_holds_files_manifest_and_markers(tmp_path):
+    root = str(tmp_path)
+    version, folder = publish_version(root, "churn", {"model.ubj": b"abc"}, {"identity": {"k": "v"}, "task": "binary"},
+                                      render_card=lambda m: f"# {m['model']} v{m['version']}")
+    assert folder == f"{root}/models/churn/versions/1"
+    names = set(storage.list_dir(folder))
+    assert {CLAIM, COMMITTED, MANIFEST, "model.ubj", "model_card.md"} <= names
+    assert storage.read_bytes(storage.join(folder, "model.ubj")) == b"abc"
+    assert storage.read_bytes(storage.join(folder, "model_card.md")).decode() == "# churn v1"
+    manifest = read_manifest(root, "churn", 1)
+    assert manifest["files"] == {"model.ubj": hashlib.sha256(b"abc").hexdigest()}
+    assert (manifest["model"], manifest["version"], manifest["uri"], manifest["task"]) == ("churn", 1, folder, "binary")
+    committed = storage.read_json(storage.join(folder, COMMITTED))
+    assert committed["manifest_sha256"] == storage.sha256_bytes(storage.dumps_json(manifest))
+
+
+def test_uncommitted_version_is_invisible_and_its_number_is_skipped(tmp_path):
+    root = str(tmp_path)
+    publish(root, identity="a")
+    # a run that died after claiming version 2 and writing some files
+    assert storage.create_only(storage.join(version_uri(root, "churn", 2), CLAIM), b"{}")
+    storage.write_bytes(storage.join(version_uri(root, "churn", 2), "model.ubj"), b"half")
+    storage.write_json(storage.join(version_uri(root, "churn", 2), MANIFEST), {"identity": {"model_sha256": "b"}})
+
+    assert claimed_versions(root, "churn") == [1, 2]
+    assert list_versions(root, "churn") == [1]
+    assert resolve_version(root, "churn") == ("churn", 1)
+    assert find_identical(root, "churn", {"model_sha256": "b"}) is None
+    with pytest.raises(RegistryError, match="has no version 2; versions: 1"):
+        resolve_version(root, "churn:2")
+
+    assert publish(root, identity="c")[0] == 3
+    assert list_versions(root, "churn") == [1, 3]
+    assert storage.read_bytes(storage.join(version_uri(root, "churn", 2), "model.ubj")) == b"half"
+
+
+def test_publish_skips_a_number_claimed_after_its_listing(tmp_path, monkeypatch):
+    import tasks.registry as registry
+
+    root = str(tmp_path)
+    publish(root, identity="a")
+    # another run claims 2 between this run's listing (which still says [1]) and its claim
+    assert storage.create_only(storage.join(version_uri(root, "churn", 2), CLAIM), b"other run")
+    monkeypatch.setattr(registry, "claimed_versions", lambda artifacts, name: [1])
+    assert publish(root, identity="b")[0] == 3
+    assert storage.read_bytes(storage.join(version_uri(root, "churn", 2), CLAIM)) == b"other run"
+
+
+def test_find_identical(tmp_path):
+    root = str(tmp_path)
+    publish(root, identity="a")
+    publish(root, model=b"model-2", identity="b")
+    publish(root, model=b"model-3", identity="a")
+    assert find_identical(root, "churn", {"model_sha256": "a"}) == 3  # newest first
+    assert find_identical(root, "churn", {"model_sha256": "b"}) == 2
+    assert find_identical(root, "churn", {"model_sha256": "zzz"}) is None
+    assert find_identical(root, "other", {"model_sha256": "a"}) is None
+
+
+def test_names_have_separate_histories(tmp_path):
+    root = str(tmp_path)
+    publish(root, name="churn")
+    publish(root, name="churn", identity="2")
+    assert publish(root, name="fraud")[0] == 1
+    storage.create_only(storage.join(version_uri(root, "ghost", 1), CLAIM), b"{}")
+    assert list_models(root) == ["churn", "fraud"]
+
+
+def test_resolve_version_explicit_and_errors(tmp_path):
+    root = str(tmp_path)
+    publish(root)
+    publish(root, identity="2")
+    assert resolve_version(root, "churn:1") == ("churn", 1)
+    with pytest.raises(RegistryError, match="model 'churn' has no version 9; versions: 1, 2"):
+        resolve_version(root, "churn:9")
+    with pytest.raises(RegistryError, match="no model named 'fraud'"):
+        resolve_version(root, "fraud")
+
+
+@pytest.mark.parametrize(("ref", "parsed"), [("churn", ("churn", None)), ("churn:12", ("churn", 12)),
+                                            ("a.b-c_d:1", ("a.b-c_d", 1))])
+def test_parse_ref(ref, parsed):
+    assert parse_ref(ref) == parsed
+
+
+@pytest.mark.parametrize("ref", ["bad name", "churn:x", ":1", "churn:-1", "", "../etc"])
+def test_parse_ref_rejects_bad_references(ref):
+    with pytest.raises(RegistryError, match="bad model reference"):
+        parse_ref(ref)
+
+
+def test_latest_contract_ref(tmp_path):
+    root = str(tmp_path)
+    assert latest_contract_ref(root, "churn") is None
+    publish(root, identity="1")
+    publish(root, identity="2")
+    ref = latest_contract_ref(root, "churn")
+    assert ref["version"] == 2
+    assert ref["uri"] == storage.join(version_uri(root, "churn", 2), "contract.json")
+    assert ref["fingerprint"] == storage.sha256_uri(ref["uri"])
+    assert json.loads(storage.read_bytes(ref["uri"]))["origin"] == "o2"
+    # a contract inferred from exactly this origin is not handed back
+    assert latest_contract_ref(root, "churn", origin="o2") is None
+    assert latest_contract_ref(root, "churn", origin="o1") is not None
