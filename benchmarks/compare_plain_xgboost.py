@@ -324,6 +324,16 @@ def print_details(rows: list[dict[str, Any]]) -> None:
               f"{row['dropped_null_target']} null-target rows dropped{cached}")
 
 
+def failing_frame(error: BaseException) -> str:
+    """The innermost frame of the project's own code (not this script) in the error's traceback."""
+    project = [frame for frame in traceback.extract_tb(error.__traceback__)
+               if frame.filename.startswith(str(REPO)) and not frame.filename.startswith(str(REPO / "benchmarks"))]
+    if not project:
+        return "outside trainpipe's code"
+    frame = project[-1]
+    return f"{Path(frame.filename).relative_to(REPO)}:{frame.lineno} in {frame.name}: {frame.line}"
+
+
 def warm_up_prefect() -> None:
     """Start Prefect's ephemeral API server before timing, so the first dataset does not pay for it."""
     from prefect import flow
@@ -373,7 +383,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         except Exception as error:  # noqa: BLE001 - one failing dataset must not hide the others
             message = str(error).strip().splitlines()[0] if str(error).strip() else ""
             rows.append({"dataset": dataset.name, "error": f"{type(error).__name__}: {message}",
-                         "traceback": traceback.format_exc()})
+                         "where": failing_frame(error), "traceback": traceback.format_exc()})
 
     print()
     print_table(rows, args.auc_tol, args.rel_tol)
@@ -395,7 +405,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for row in rows:
         if "error" in row:
             print(f"ERROR {row['dataset']}: {row['error']}")
-            print("  " + row["traceback"].strip().splitlines()[-1])
+            print(f"  at {row['where']}")
 
     if args.json:
         Path(args.json).write_text(json.dumps({"artifacts": artifacts, "rows": rows, "notes": notes}, indent=2,

@@ -100,8 +100,47 @@ def read_file(file: dict[str, Any], data: DataSpec) -> pl.DataFrame:
                 return pl.read_parquet(handle)
             return pl.read_ndjson(handle, infer_schema_length=10_000)
     except (pl.exceptions.PolarsError, UnicodeDecodeError, ValueError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"cannot read {uri} as {fmt}: {message}") from None
+        raise _read_error(file, error) from None
+
+
+def _read_error(file: dict[str, Any], error: BaseException) -> DataError:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return DataError(f"cannot read {file['uri']} as {file['format']}: {message}")
+
+
+def scan_file(file: dict[str, Any], data: DataSpec) -> pl.LazyFrame:
+    """A lazy scan of a local, uncompressed file; other files are read through fsspec."""
+    uri, fmt = file["uri"], file["format"]
+    fs, path = storage.get_fs(uri)
+    if not isinstance(fs, LocalFileSystem) or path.lower().endswith((".gz", ".zst", ".bz2")):
+        return read_file(file, data).lazy()
+    try:
+        if fmt == "csv":
+            return pl.scan_csv(path, separator=data.separator, null_values=data.null_values,
+                               infer_schema_length=10_000, try_parse_dates=True)
+        if fmt == "parquet":
+            return pl.scan_parquet(path)
+        return pl.scan_ndjson(path, infer_schema_length=10_000)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as error:
+        raise _read_error(file, error) from None
+
+
+def load_files(files: list[dict[str, Any]], data: DataSpec) -> pl.DataFrame:
+    """Scan every input, stack them (columns missing in a file become nulls, types widen), collect once.
+
+    When the combined read fails, each file is read alone to name the one at fault.
+    """
+    scans = [scan_file(f, data) for f in files]
+    try:
+        plan = scans[0] if len(scans) == 1 else pl.concat(scans, how="diagonal_relaxed")
+        return plan.collect()
+    except (pl.exceptions.PolarsError, OSError, ValueError) as error:
+        for file, scan in zip(files, scans):
+            try:
+                scan.collect()
+            except (pl.exceptions.PolarsError, OSError, ValueError) as file_error:
+                raise _read_error(file, file_error) from None
+        raise DataError(f"files cannot be stacked ({', '.join(f['uri'] for f in files)}): {error}") from None
 
 
 def combine_frames(frames: list[pl.DataFrame], uris: list[str]) -> pl.DataFrame:
@@ -116,8 +155,7 @@ def combine_frames(frames: list[pl.DataFrame], uris: list[str]) -> pl.DataFrame:
 
 def ingest_files(files: list[dict[str, Any]], data: DataSpec, snapshot_uri: str) -> dict[str, Any]:
     """Read all inputs and write them as one Parquet snapshot; returns rows, columns and schema."""
-    frames = [read_file(f, data) for f in files]
-    frame = combine_frames(frames, [f["uri"] for f in files])
+    frame = load_files(files, data)
     if frame.height == 0:
         raise DataError(f"no rows in {', '.join(f['uri'] for f in files)}")
     digest = storage.write_parquet(frame, snapshot_uri)

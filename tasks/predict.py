@@ -14,7 +14,7 @@ from prefect import task
 
 from tasks.common import TRANSIENT_RETRIES
 from tasks.features import LABEL, apply_transform
-from tasks.ingest import combine_frames, read_file, resolve_sources
+from tasks.ingest import load_files, resolve_sources
 from tasks.registry import read_manifest, resolve_version, version_uri
 from tasks.train import load_matrix
 from trainpipe import storage
@@ -41,8 +41,7 @@ def load_version(artifacts: str, ref: str) -> dict[str, Any]:
 def read_inputs(data_uri: str) -> pl.DataFrame:
     """Rows to score, from any file, glob or folder ingest can read."""
     spec = DataSpec(uris=[data_uri])
-    files = resolve_sources(spec)
-    return combine_frames([read_file(f, spec) for f in files], [f["uri"] for f in files])
+    return load_files(resolve_sources(spec), spec)
 
 
 def score_frame(frame: pl.DataFrame, booster: xgb.Booster, transform: dict[str, Any], source: str) -> pl.DataFrame:
