@@ -33,8 +33,8 @@ species); Vega's seattle-weather and cars from the `vega_datasets` package, whic
 files locally (pip install "vega_datasets==0.9.0"; it needs pandas). Datasets whose
 package is missing are skipped with a note.
 
-`--with-workarounds` changes the spec only where a known trainpipe bug stops the default run
-(see WORKAROUNDS); such rows are marked with `*`. Without it the datasets run exactly with
+`--with-workarounds` changes the spec only where a trainpipe bug fixed in babf76e stops the default run
+of an older commit (see WORKAROUNDS); such rows are marked with `*`. Without it the datasets run exactly with
 trainpipe's defaults, and a failure is reported as ERROR.
 """
 
@@ -70,7 +70,8 @@ from tasks.train import OBJECTIVES  # noqa: E402
 from trainpipe import storage  # noqa: E402
 from trainpipe.spec import parse_spec  # noqa: E402
 
-# Spec changes that get past known trainpipe bugs (only used with --with-workarounds).
+# Spec changes that get past trainpipe bugs fixed in commit babf76e (only used with --with-workarounds,
+# to benchmark older commits).
 WORKAROUNDS: dict[str, dict[str, Any]] = {
     # An integer-coded class target makes the first run's own contract check fail
     # (tasks/validate.py build_schema: isin([0, 1]) on the column coerced to Float64).
@@ -349,7 +350,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts", help="artifact root (default: a new temporary folder, so nothing is cached)")
     parser.add_argument("--with-workarounds", action="store_true",
-                        help="change the spec where a known trainpipe bug stops the default run (rows marked *)")
+                        help="for commits before babf76e: change the spec where a since-fixed bug stops the default run (rows marked *)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these datasets")
     parser.add_argument("--auc-tol", type=float, default=0.005, help="allowed AUC shortfall (absolute), default 0.005")
     parser.add_argument("--rel-tol", type=float, default=0.02,
@@ -357,16 +358,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write every number to this JSON file")
     args = parser.parse_args(argv)
 
+    selected = [d for d in DATASETS if not args.only or d.name in args.only]
+    unknown = set(args.only or []) - {d.name for d in DATASETS}
+    if unknown:
+        parser.error(f"unknown dataset(s): {', '.join(sorted(unknown))}; choose from {', '.join(d.name for d in DATASETS)}")
+
     artifacts = storage.normalize_root(args.artifacts or tempfile.mkdtemp(prefix="trainpipe-bench-"))
     data_dir = Path(artifacts) / "bench_data"
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"artifacts: {artifacts}", flush=True)
     print(f"xgboost {xgb.__version__}, polars {pl.__version__}", flush=True)
-
-    selected = [d for d in DATASETS if not args.only or d.name in args.only]
-    unknown = set(args.only or []) - {d.name for d in DATASETS}
-    if unknown:
-        parser.error(f"unknown dataset(s): {', '.join(sorted(unknown))}; choose from {', '.join(d.name for d in DATASETS)}")
 
     warm_up_prefect()
     rows: list[dict[str, Any]] = []

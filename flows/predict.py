@@ -13,9 +13,14 @@ from trainpipe.spec import default_artifacts_uri
 
 
 @flow(name="trainpipe-predict")
-def predict_flow(model: str, data: str, out: str, artifacts: Optional[str] = None) -> dict[str, Any]:
-    """Score `data` with `model` (NAME or NAME:VERSION) and write predictions to `out`."""
-    return predict_task(storage.normalize_root(artifacts or default_artifacts_uri()), model, data, out)
+def predict_flow(
+    model: str, data: str, out: str, artifacts: Optional[str] = None, keep: Optional[list[str]] = None
+) -> dict[str, Any]:
+    """Score `data` with `model` (NAME or NAME:VERSION) and write predictions to `out`.
+
+    `keep` names input columns copied to the output beside the model's id columns.
+    """
+    return predict_task(storage.normalize_root(artifacts or default_artifacts_uri()), model, data, out, keep or [])
 
 
 if __name__ == "__main__":

@@ -66,6 +66,8 @@ def train_flow(spec: TrainSpec) -> dict[str, Any]:
         "baseline_metrics": evaluation["baseline_metrics"],
         "rows": parts["rows"],
         "dropped_null_target": validated["dropped_null_target"],
+        "contract_violations": validated["violations"],
+        "dropped_features": matrices["dropped"],
         "data_fingerprint": sources["fingerprint"],
         "stages": stages,
     }

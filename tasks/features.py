@@ -21,6 +21,8 @@ TRANSFORM_FORMAT = 1
 LABEL = "__label__"
 
 TIME_OF_DAY_PARTS = ("hour", "minute")
+# A text column with more distinct values than this and than half its rows is an identifier, not a category.
+MIN_IDENTIFIER_DISTINCT = 20
 DATETIME_PARTS = {
     "year": lambda e: e.dt.year(),
     "month": lambda e: e.dt.month(),
@@ -73,10 +75,11 @@ def fit_column(series: pl.Series, spec: FeatureSpec) -> dict[str, Any]:
             .sort(["n", name], descending=[True, False])
         )
         non_null = series.len() - series.null_count()
-        if counts.height > spec.max_categories and counts.height > 0.5 * non_null:
+        if counts.height > max(MIN_IDENTIFIER_DISTINCT, 0.5 * non_null):
             return {**entry, "kind": "drop",
                     "reason": f"{counts.height} distinct text values in {non_null} rows: an identifier or free text"}
-        return {**entry, "kind": "categorical", "levels": counts.get_column(name).head(spec.max_categories).to_list()}
+        kept = counts.filter(pl.col("n") >= spec.min_category_count).get_column(name).head(spec.max_categories)
+        return {**entry, "kind": "categorical", "levels": kept.to_list(), "rare_levels": counts.height - kept.len()}
     return {**entry, "kind": "drop", "reason": f"type {dtype} is not supported"}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 from typing import Any
@@ -98,7 +99,10 @@ def read_file(file: dict[str, Any], data: DataSpec) -> pl.DataFrame:
                 )
             if fmt == "parquet":
                 return pl.read_parquet(handle)
-            return pl.read_ndjson(handle, infer_schema_length=10_000)
+            content = handle.read()
+            if content.lstrip()[:1] == b"[":
+                return pl.read_json(io.BytesIO(content), infer_schema_length=10_000)  # a JSON array of records
+            return pl.read_ndjson(io.BytesIO(content), infer_schema_length=10_000)
     except (pl.exceptions.PolarsError, UnicodeDecodeError, ValueError) as error:
         raise _read_error(file, error) from None
 
@@ -112,7 +116,7 @@ def scan_file(file: dict[str, Any], data: DataSpec) -> pl.LazyFrame:
     """A lazy scan of a local, uncompressed file; other files are read through fsspec."""
     uri, fmt = file["uri"], file["format"]
     fs, path = storage.get_fs(uri)
-    if not isinstance(fs, LocalFileSystem) or path.lower().endswith((".gz", ".zst", ".bz2")):
+    if not isinstance(fs, LocalFileSystem) or path.lower().endswith((".gz", ".zst", ".bz2", ".json")):
         return read_file(file, data).lazy()
     try:
         if fmt == "csv":

@@ -104,6 +104,14 @@ def fit_booster(
     return booster, info
 
 
+def refit_booster(
+    train: pl.DataFrame, valid: pl.DataFrame, feature_types: list[str], params: dict[str, Any], rounds: int
+) -> xgb.Booster:
+    """Refit on training + validation rows for the number of rounds early stopping chose."""
+    stacked = load_matrix(pl.concat([train, valid]), feature_types)
+    return xgb.train(params, stacked, num_boost_round=rounds, verbose_eval=False)
+
+
 def model_bytes(booster: xgb.Booster) -> bytes:
     """The model in XGBoost's UBJSON format (never pickle)."""
     return bytes(booster.save_raw(raw_format="ubj"))
@@ -121,9 +129,14 @@ def train_task(
     started = time.perf_counter()
     folder = current_stage_dir("train")
     params = booster_params(xgboost, task_type, n_classes, seed)
-    dtrain = load_matrix(storage.read_parquet(matrices["uris"]["train"]), matrices["feature_types"])
-    dvalid = load_matrix(storage.read_parquet(matrices["uris"]["valid"]), matrices["feature_types"])
-    booster, info = fit_booster(dtrain, dvalid, params, xgboost.num_boost_round, xgboost.early_stopping_rounds)
+    types = matrices["feature_types"]
+    train = storage.read_parquet(matrices["uris"]["train"])
+    valid = storage.read_parquet(matrices["uris"]["valid"])
+    booster, info = fit_booster(load_matrix(train, types), load_matrix(valid, types), params,
+                                xgboost.num_boost_round, xgboost.early_stopping_rounds)
+    info["refit_on_train_and_valid"] = xgboost.refit
+    if xgboost.refit:
+        booster = refit_booster(train, valid, types, params, info["best_iteration"] + 1)
     data = model_bytes(booster)
     model_uri = storage.join(folder, "model.ubj")
     storage.write_bytes(model_uri, data)

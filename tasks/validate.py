@@ -14,6 +14,7 @@ from typing import Any, Optional
 import pandera.polars as pa
 import polars as pl
 from prefect.artifacts import create_table_artifact
+from prefect import get_run_logger
 from prefect.context import FlowRunContext
 
 from tasks.common import cached_stage, current_stage_dir, finish_stage
@@ -168,7 +169,7 @@ def summarize_failures(failure_cases: pl.DataFrame, max_examples: int) -> list[d
     grouped = failure_cases.with_columns(pl.col("column").fill_null("(table)"))
     for (column, check), cases in grouped.group_by(["column", "check"], maintain_order=True):
         rows = cases.get_column("index").drop_nulls()
-        examples = cases.get_column("failure_case").head(max_examples).to_list()
+        examples = cases.get_column("failure_case").unique(maintain_order=True).head(max_examples).to_list()
         violations.append(
             {
                 "column": column if column != "(table)" else None,
@@ -216,19 +217,24 @@ def validate_snapshot(
     time_column: Optional[str],
     validation: ValidationSpec,
     contract: Optional[dict[str, Any]],
+    source: Optional[str] = None,
 ) -> tuple[pl.DataFrame, dict[str, Any], dict[str, Any]]:
-    """Check a snapshot: returns the validated frame, the contract in force and the report."""
+    """Check a snapshot: returns the validated frame, the contract in force and the report.
+
+    `source` names the user's input files in messages (the snapshot is an internal copy).
+    """
+    source = source or snapshot_uri
     frame = storage.read_parquet(snapshot_uri)
     require_columns(
         frame,
         {"target": [target], "id column": id_columns, "time column": [time_column] if time_column else []},
-        source=snapshot_uri,
+        source=source,
     )
     frame = frame.drop([c for c in drop_columns if c in frame.columns])
     null_target = int(frame.get_column(target).null_count())
     frame = frame.filter(pl.col(target).is_not_null())
     if frame.height == 0:
-        raise DataError(f"{snapshot_uri}: every row has a null target {target!r}")
+        raise DataError(f"{source}: every row has a null target {target!r}")
 
     violations: list[dict[str, Any]] = []
     if contract is None:
@@ -265,6 +271,7 @@ def validate_snapshot(
     violations.extend(found)
 
     report = {
+        "source": source,
         "snapshot": snapshot_uri,
         "rows_in": frame.height + null_target,
         "rows_valid": frame.height,
@@ -291,6 +298,16 @@ def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def describe_violations(report: dict[str, Any]) -> str:
+    """One line per violation: column, check, how many rows, a few distinct examples."""
+    return "\n".join(
+        f"  {v['column'] or '(table)'}: {v['check']} fails on "
+        + (f"{v['failing_rows']} rows" if v["failing_rows"] is not None else "the whole column")
+        + ("; e.g. " + ", ".join(map(str, v["examples"][:3])) if v["examples"] else "")
+        for v in report["violations"]
+    )
+
+
 def _run_folder(artifacts: str) -> str:
     context = FlowRunContext.get()
     run_id = str(context.flow_run.id) if context and context.flow_run else "local"
@@ -312,8 +329,10 @@ def validate_task(
     started = time.perf_counter()
     folder = current_stage_dir("validate")
     contract = storage.read_json(contract_ref["uri"]) if contract_ref else None
+    source = ", ".join(f["uri"] for f in snapshot.get("sources", [])) or None
     frame, contract, report = validate_snapshot(
-        snapshot["uri"], snapshot["fingerprint"], target, task_type, id_columns, drop_columns, time_column, validation, contract
+        snapshot["uri"], snapshot["fingerprint"], target, task_type, id_columns, drop_columns, time_column,
+        validation, contract, source,
     )
     create_table_artifact(
         key="validation-report",
@@ -326,18 +345,14 @@ def validate_task(
     if report["violations"] and validation.mode == "enforce":
         report_uri = storage.join(_run_folder(artifacts), "validation_report.json")
         storage.write_json(report_uri, report)
-        lines = [
-            f"  {v['column'] or '(table)'}: {v['check']} fails on "
-            f"{v['failing_rows'] if v['failing_rows'] is not None else 'the whole column'}"
-            f"{' rows' if v['failing_rows'] is not None else ''}"
-            f"{'; e.g. ' + ', '.join(map(str, v['examples'][:3])) if v['examples'] else ''}"
-            for v in report["violations"]
-        ]
         raise ContractViolation(
-            f"data {snapshot['uri']} breaks the data contract of this model:\n" + "\n".join(lines)
-            + f"\nreport: {report_uri}",
+            f"data {report['source']} breaks the data contract of this model:\n{describe_violations(report)}"
+            f"\nreport: {report_uri}",
             report_uri=report_uri,
         )
+    if report["violations"]:
+        get_run_logger().warning("validation.mode is warn: data %s breaks the data contract:\n%s",
+                                 report["source"], describe_violations(report))
     digest = storage.write_parquet(frame, storage.join(folder, "data.parquet"))
     storage.write_json(storage.join(folder, "contract.json"), contract)
     storage.write_json(storage.join(folder, "report.json"), report)

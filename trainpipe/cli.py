@@ -30,6 +30,8 @@ def _prepare_prefect() -> None:
     """Offline-friendly defaults for an embedded (ephemeral) Prefect run, unless already set."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    # The embedded server can need more than Prefect's 20 s default to start on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     quiet = _QuietExpectedErrors()
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).addFilter(quiet)
@@ -77,6 +79,11 @@ def print_train_summary(result: dict[str, Any]) -> None:
     rows = result["rows"]
     console.print(f"rows train/valid/test: {rows['train']}/{rows['valid']}/{rows['test']}; "
                   f"dropped for a null target: {result['dropped_null_target']}")
+    if result.get("contract_violations"):
+        console.print(f"[bold yellow]warning:[/] {result['contract_violations']} data-contract violation(s) "
+                      "accepted (validation.mode: warn); see the validation report")
+    for dropped in result.get("dropped_features", []):
+        console.print(f"not a feature: {dropped['column']} ({dropped['reason']})")
     table = Table(title="holdout metrics")
     for column in ("metric", "model", "trivial baseline"):
         table.add_column(column)
@@ -111,15 +118,21 @@ def _artifacts(args: argparse.Namespace) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from tasks.predict import check_output_uri
+
+    check_output_uri(args.out)
     _prepare_prefect()
     from flows.predict import predict_flow
 
     with contextlib.redirect_stdout(sys.stderr):
-        result = predict_flow(model=args.model, data=args.data, out=args.out, artifacts=_artifacts(args))
+        result = predict_flow(model=args.model, data=args.data, out=args.out, artifacts=_artifacts(args),
+                              keep=args.keep or [])
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"scored {result['rows']} rows with {result['model']} v{result['version']} -> {result['out']}")
+        return 0
+    print(f"scored {result['rows']} rows with {result['model']} v{result['version']} -> {result['out']}")
+    for column, count in result["unseen_categories"].items():
+        print(f"note: {count} row(s) of {column!r} hold categories not seen in training (scored as missing)")
     return 0
 
 
@@ -157,8 +170,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"  task: {manifest['task']}, target {manifest['target']!r}")
     print(f"  data: fingerprint {manifest['data']['fingerprint'][:16]}, {len(manifest['data']['sources'])} file(s)")
     print(f"  code: {manifest['code']['git_commit'] or 'no git'}, source {manifest['code']['source_sha256'][:16]}")
-    for metric, value in manifest["metrics"].items():
-        print(f"  {metric}: {_fmt(value)} (baseline {_fmt(manifest['baseline_metrics'][metric])})")
+    from tasks.evaluate import METRICS
+
+    for metric in METRICS[manifest["task"]]:
+        headline = "  <- headline" if metric == manifest["headline_metric"] else ""
+        print(f"  {metric}: {_fmt(manifest['metrics'][metric])} "
+              f"(baseline {_fmt(manifest['baseline_metrics'][metric])}){headline}")
     print(f"  model card: {manifest['uri']}/model_card.md")
     return 0
 
@@ -184,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--data", required=True, metavar="URI")
     predict.add_argument("--out", required=True, metavar="URI", help=".csv, .parquet or .ndjson")
     predict.add_argument("--artifacts", metavar="URI")
+    predict.add_argument("--keep", action="append", metavar="COLUMN",
+                         help="input column copied to the output beside the model's id columns (repeatable)")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=cmd_predict)
 

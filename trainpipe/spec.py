@@ -106,7 +106,15 @@ class FeatureSpec(_Spec):
         le=100_000,
         description=(
             "Most levels kept per categorical column (most frequent first; the rest count as unseen). "
-            "A text column with more distinct values than this in over half its rows is dropped as an identifier."
+            "A text column with distinct values in over half its rows (and more than 20) is dropped as an identifier."
+        ),
+    )
+    min_category_count: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "Levels seen fewer times than this in training are treated like unseen ones (as missing), "
+            "so the model learns where rare and new levels go."
         ),
     )
     numeric_threshold: float = Field(
@@ -162,6 +170,13 @@ class XGBoostSpec(_Spec):
     reg_lambda: float = Field(default=1.0, ge=0, description="L2 regularisation.")
     reg_alpha: float = Field(default=0.0, ge=0, description="L1 regularisation.")
     max_bin: int = Field(default=256, ge=2, description="Histogram bins per feature.")
+    refit: bool = Field(
+        default=True,
+        description=(
+            "After early stopping picks the number of rounds, refit on training + validation rows with that many "
+            "rounds (the test part stays untouched)."
+        ),
+    )
     nthread: Optional[int] = Field(default=None, ge=1, description="Threads for training. Empty: all cores.")
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="cuda trains on a GPU when the worker has one.")
     extra_params: dict[str, float | int | str | bool] = Field(
@@ -250,7 +265,11 @@ def load_spec(path: str, overrides: Optional[dict[str, Any]] = None) -> TrainSpe
         raise SpecError(f"spec file {path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise SpecError(f"spec file {path} must hold a mapping of fields, not {type(raw).__name__}")
-    return parse_spec(merge_dicts(raw, overrides or {}), source=path)
+    merged = merge_dicts(raw, overrides or {})
+    uris = (merged.get("data") or {}).get("uris") if isinstance(merged.get("data"), dict) else None
+    if "name" not in merged and uris:
+        merged["name"] = default_model_name(uris if isinstance(uris, str) else uris[0])
+    return parse_spec(merged, source=path)
 
 
 def merge_dicts(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

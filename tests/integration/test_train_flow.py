@@ -165,3 +165,32 @@ def test_run_leaves_report_metrics_and_summary_artifacts(tmp_path: Path, penguin
     assert {"validation-report", "metrics", "model-summary"} <= set(found)
     assert found["metrics"].type == "table" and "mlogloss" in str(found["metrics"].data)
     assert "penguins v1" in found["model-summary"].data
+
+
+def test_warn_mode_publishes_and_reports_violations(tmp_path: Path, penguins_csv: Path):
+    artifacts = tmp_path / "art"
+    train_flow(make_spec(str(penguins_csv), artifacts))
+    shifted = pl.read_csv(penguins_csv, null_values="NA").with_columns(
+        pl.col("island").replace("Torgersen", "Atlantis"))
+    shifted_path = tmp_path / "shifted.csv"
+    shifted.write_csv(shifted_path)
+
+    result = train_flow(make_spec(str(shifted_path), artifacts, validation={"mode": "warn"}))
+
+    assert result["contract_violations"] == 1
+    assert result["version"] == 2
+    report = json.loads(Path(result["uri"], "validation_report.json").read_text())
+    assert report["violations"][0]["column"] == "island"
+    assert report["violations"][0]["examples"] == ["Atlantis"]
+    assert report["source"] == str(shifted_path)
+
+
+def test_refit_uses_validation_rows_and_is_recorded(tmp_path: Path, penguins_csv: Path):
+    artifacts = tmp_path / "art"
+    refit = train_flow(make_spec(str(penguins_csv), artifacts))
+    plain = train_flow(make_spec(str(penguins_csv), artifacts, xgboost={"refit": False}))
+
+    manifests = [registry.read_manifest(str(artifacts), "penguins", r["version"]) for r in (refit, plain)]
+    assert [m["training"]["refit_on_train_and_valid"] for m in manifests] == [True, False]
+    assert manifests[0]["model_sha256"] != manifests[1]["model_sha256"]
+    assert plain["stages"]["features"]["cached"] and not plain["stages"]["train"]["cached"]

@@ -72,7 +72,7 @@ def prepared(rows_for) -> Callable[..., dict[str, Any]]:
         frame = make_rows(n, task, seed)
         parts = {"train": frame[: n // 2], "valid": frame[n // 2 : 3 * n // 4], "test": frame[3 * n // 4 :]}
         classes = None if task == "regression" else sorted(set(frame.get_column("y").to_list()))
-        transform = fit_transform(parts["train"], "y", task, classes, ["rid"], FeatureSpec())
+        transform = fit_transform(parts["train"], "y", task, classes, ["rid"], FeatureSpec(min_category_count=1))
         matrices = {k: matrix_frame(v, transform, k) for k, v in parts.items()}
         return {"frame": frame, "parts": parts, "transform": transform, "matrices": matrices, "classes": classes}
 

@@ -12,7 +12,8 @@ from tasks.features import LABEL, apply_transform, encode_target, fit_transform,
 from trainpipe.errors import DataError, SpecError
 from trainpipe.spec import DerivedColumn, FeatureSpec
 
-DEFAULT = FeatureSpec()
+# Hand-written rows are few: keep every level however rare (the default drops levels seen < 5 times).
+DEFAULT = FeatureSpec(min_category_count=1)
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def test_unseen_category_gets_a_null_code(train):
 
 
 def test_max_categories_keeps_the_most_frequent_levels(train):
-    transform = fit(train, FeatureSpec(max_categories=2))
+    transform = fit(train, FeatureSpec(min_category_count=1, max_categories=2))
     assert entry(transform, "cat")["levels"] == ["a", "b"]
     out = apply_transform(train, transform)
     assert out.get_column("cat").to_list() == [0.0, 1.0, 0.0, None, 0.0, 1.0]
@@ -116,7 +117,7 @@ def test_datetime_parts():
 
 def test_datetime_parts_chosen_in_the_spec():
     frame = pl.DataFrame({"ts": [dt.datetime(2024, 2, 29, 13, 45)], "y": [1.0]})
-    transform = fit(frame, FeatureSpec(datetime_parts=["dayofyear", "minute"]), ids=(), task="regression",
+    transform = fit(frame, FeatureSpec(min_category_count=1, datetime_parts=["dayofyear", "minute"]), ids=(), task="regression",
                     classes=None)
     assert apply_transform(frame, transform).to_dicts() == [{"ts__dayofyear": 60.0, "ts__minute": 45.0}]
 
@@ -132,7 +133,7 @@ def test_datetime_text_is_parsed_when_scoring():
 
 def test_date_column_with_parts_it_has():
     frame = pl.DataFrame({"d": [dt.date(2024, 2, 29), dt.date(2024, 3, 4)], "y": [1.0, 2.0]})
-    transform = fit(frame, FeatureSpec(datetime_parts=["year", "month", "weekday"]), ids=(), task="regression",
+    transform = fit(frame, FeatureSpec(min_category_count=1, datetime_parts=["year", "month", "weekday"]), ids=(), task="regression",
                     classes=None)
     assert apply_transform(frame, transform).rows() == [(2024.0, 2.0, 4.0), (2024.0, 3.0, 1.0)]
 
@@ -146,7 +147,7 @@ def test_date_column_with_default_parts():
 
 
 def test_derived_sql_column(train):
-    spec = FeatureSpec(derived=[DerivedColumn(name="ratio", expr="num / 2"),
+    spec = FeatureSpec(min_category_count=1, derived=[DerivedColumn(name="ratio", expr="num / 2"),
                                 DerivedColumn(name="is_a", expr="CASE WHEN cat = 'a' THEN 1 ELSE 0 END")])
     transform = fit(train, spec)
     assert transform["features"] == ["num", "cat", "ratio", "is_a"]
@@ -156,13 +157,13 @@ def test_derived_sql_column(train):
 
 
 def test_derived_column_is_computed_from_scoring_rows(train):
-    transform = fit(train, FeatureSpec(derived=[DerivedColumn(name="double", expr="num * 2")]))
+    transform = fit(train, FeatureSpec(min_category_count=1, derived=[DerivedColumn(name="double", expr="num * 2")]))
     out = apply_transform(pl.DataFrame({"num": [10.0], "cat": ["b"], "double": [-1.0]}), transform)
     assert out.get_column("double").to_list() == [20.0]
 
 
 def test_bad_derived_expression_names_the_column(train):
-    spec = FeatureSpec(derived=[DerivedColumn(name="bad", expr="no_such_column + 1")])
+    spec = FeatureSpec(min_category_count=1, derived=[DerivedColumn(name="bad", expr="no_such_column + 1")])
     with pytest.raises(SpecError) as error:
         fit(train, spec)
     assert "features.derived 'bad'" in str(error.value)
@@ -186,16 +187,16 @@ def test_mostly_text_stays_categorical(train):
 
 
 def test_high_cardinality_text_is_dropped_as_identifier():
-    n = 10
-    frame = pl.DataFrame({"serial": [f"s{i}" for i in range(n)], "few": ["a", "b"] * 5, "y": ["p", "q"] * 5})
-    transform = fit(frame, FeatureSpec(max_categories=3), ids=())
+    n = 30
+    frame = pl.DataFrame({"serial": [f"s{i}" for i in range(n)], "few": ["a", "b"] * 15, "y": ["p", "q"] * 15})
+    transform = fit(frame, FeatureSpec(min_category_count=1, max_categories=3), ids=())
     serial = entry(transform, "serial")
     assert serial["kind"] == "drop"
-    assert "10 distinct text values in 10 rows" in serial["reason"]
+    assert "30 distinct text values in 30 rows" in serial["reason"]
     assert transform["features"] == ["few"]
     # many levels but not in over half the rows: kept, truncated to max_categories
     frame = pl.DataFrame({"lvl": ["a", "b", "c", "d"] * 3, "y": ["p", "q"] * 6})
-    assert entry(fit(frame, FeatureSpec(max_categories=3), ids=()), "lvl")["kind"] == "categorical"
+    assert entry(fit(frame, FeatureSpec(min_category_count=1, max_categories=3), ids=()), "lvl")["kind"] == "categorical"
 
 
 def test_boolean_column_becomes_0_1(train):
@@ -212,7 +213,7 @@ def test_no_usable_features_is_an_error():
 
 
 def test_transform_survives_a_json_round_trip(train):
-    transform = fit(train, FeatureSpec(derived=[DerivedColumn(name="r", expr="num + 1")]))
+    transform = fit(train, FeatureSpec(min_category_count=1, derived=[DerivedColumn(name="r", expr="num + 1")]))
     reloaded = json.loads(json.dumps(transform))
     assert apply_transform(train, reloaded).equals(apply_transform(train, transform))
 
@@ -239,3 +240,22 @@ def test_matrix_frame_has_features_and_label(train):
     assert matrix.columns == ["num", "cat", LABEL]
     assert matrix.get_column(LABEL).to_list() == [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
     assert matrix.get_column("num")[2] is None
+
+
+def test_near_unique_text_is_dropped_even_below_max_categories():
+    # like a car model name: 25 distinct values in 30 rows, far under max_categories=256
+    names = [f"model {i}" for i in range(25)] + ["model 0"] * 5
+    frame = pl.DataFrame({"name": names, "x": list(range(30)), "y": ["p", "q"] * 15})
+    transform = fit(frame, FeatureSpec(), ids=())
+    assert entry(transform, "name")["kind"] == "drop"
+    assert transform["features"] == ["x"]
+
+
+def test_rare_levels_are_missing_in_training_too():
+    frame = pl.DataFrame({"c": ["a"] * 6 + ["b"] * 5 + ["rare1", "rare2"], "y": ["p", "q"] * 6 + ["p"]})
+    transform = fit(frame, FeatureSpec(min_category_count=5), ids=())
+    c = entry(transform, "c")
+    assert c["levels"] == ["a", "b"] and c["rare_levels"] == 2
+    codes = apply_transform(frame, transform).get_column("c").to_list()
+    assert codes[:11] == [0.0] * 6 + [1.0] * 5
+    assert codes[11:] == [None, None]

@@ -9,7 +9,7 @@ import hashlib
 import polars as pl
 import pytest
 
-from tasks.ingest import ingest_files, read_file, resolve_sources, sources_fingerprint
+from tasks.ingest import ingest_files, load_files, read_file, resolve_sources, sources_fingerprint
 from trainpipe import storage
 from trainpipe.errors import DataError
 from trainpipe.spec import DataSpec
@@ -231,3 +231,12 @@ def test_one_unreadable_file_among_several_is_named(data_dir, tmp_path):
         ingest_files(resolve_sources(spec), spec, str(tmp_path / "snap.parquet"))
     assert str(data_dir / "zz.parquet") in str(error.value)
     assert not (tmp_path / "snap.parquet").exists()
+
+
+def test_json_array_file_is_read_as_records(tmp_path):
+    path = tmp_path / "cars.json"
+    path.write_text('[{"mpg": 18.0, "origin": "USA"}, {"mpg": null, "origin": "Japan"}]')
+    data = DataSpec(uris=[str(path)])
+    frame = load_files(resolve_sources(data), data)
+    assert frame.columns == ["mpg", "origin"]
+    assert frame.get_column("mpg").to_list() == [18.0, None]

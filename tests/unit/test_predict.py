@@ -67,7 +67,7 @@ def test_score_regression(model_for):
     rows = prep["parts"]["test"]
     scored = score_frame(rows, booster, prep["transform"], "test.csv")
     assert scored.columns == ["rid", "prediction"]
-    assert scored.schema["prediction"] == pl.Float64
+    assert scored.schema["prediction"] == pl.Float32  # the precision XGBoost scores in
     np.testing.assert_allclose(scored.get_column("prediction").to_numpy(),
                                raw_predictions(booster, rows, prep["transform"]), rtol=1e-6)
 
@@ -137,3 +137,23 @@ def test_tampered_model_is_refused(published):
     storage.write_bytes(storage.join(folder, "model.ubj"), b"tampered")
     with pytest.raises(RegistryError, match="model.ubj does not match its manifest hash"):
         load_version(root, "churn")
+
+
+def test_kept_columns_ride_along_and_unknown_ones_are_named(model_for):
+    prep, booster = model_for("binary")
+    rows = prep["parts"]["test"].drop("y").with_columns(pl.col("x2").alias("note"))
+    scored = score_frame(rows, booster, prep["transform"], "test.csv", keep=["note"])
+    assert scored.columns[:2] == ["rid", "note"]
+    assert scored.get_column("note").to_list() == rows.get_column("note").to_list()
+    with pytest.raises(DataError, match="no column\\(s\\) nope to keep"):
+        score_frame(rows, booster, prep["transform"], "test.csv", keep=["nope"])
+
+
+def test_unseen_categories_are_counted(model_for):
+    from tasks.predict import unseen_categories
+
+    prep, _ = model_for("binary")
+    rows = prep["parts"]["test"].head(10).with_columns(
+        pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("zzz")).otherwise(pl.col("c")).alias("c"))
+    assert unseen_categories(rows, prep["transform"]) == {"c": 3}
+    assert unseen_categories(prep["parts"]["test"], prep["transform"]) == {}

@@ -166,3 +166,12 @@ def test_spec_is_frozen():
     spec = parse_spec(BASE)
     with pytest.raises(ValidationError, match="frozen"):
         spec.seed = 1  # type: ignore[misc]
+
+
+def test_spec_file_without_name_takes_it_from_the_data(tmp_path):
+    from trainpipe.spec import load_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text("target: y\n")
+    spec = load_spec(str(path), {"data": {"uris": ["data/cars-2024.csv"]}})
+    assert spec.name == "cars-2024"
