@@ -222,6 +222,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TrainpipeError as error:
         print(f"trainpipe: error: {error}", file=sys.stderr)
         return error.exit_code
+    except PermissionError as error:
+        print(f"trainpipe: error: no permission: {error.filename or error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("trainpipe: interrupted", file=sys.stderr)
         return 130
