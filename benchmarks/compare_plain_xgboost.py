@@ -81,7 +81,7 @@ import yaml  # noqa: E402
 
 from tasks.evaluate import METRICS, compute_metrics  # noqa: E402
 from tasks.features import LABEL  # noqa: E402
-from tasks.train import OBJECTIVES  # noqa: E402
+from tasks.train import OBJECTIVES, load_matrix  # noqa: E402
 from trainpipe import storage  # noqa: E402
 from trainpipe.errors import SpecError  # noqa: E402
 from trainpipe.spec import TrainSpec, merge_dicts, parse_spec  # noqa: E402
@@ -239,19 +239,6 @@ def find_feature_matrices(artifacts: str, manifest: dict[str, Any]) -> dict[str,
     return {"frames": frames, "feature_types": meta["feature_types"], "folder": meta["transform_uri"].rsplit("/", 1)[0]}
 
 
-def dmatrix(frame: pl.DataFrame, feature_types: list[str]) -> xgb.DMatrix:
-    """The matrix as trainpipe's train stage builds it: same names, types and categorical support."""
-    features = frame.drop(LABEL)
-    return xgb.DMatrix(
-        features.to_numpy().astype(np.float32),
-        label=frame.get_column(LABEL).to_numpy(),
-        feature_names=features.columns,
-        feature_types=feature_types,
-        enable_categorical=True,
-        missing=np.nan,
-    )
-
-
 # ---------------------------------------------------------------- one dataset, one seed
 
 
@@ -274,7 +261,7 @@ def run_once(dataset: Dataset, csv: Path, artifacts: str, overrides: dict[str, A
     frames, feature_types = matrices["frames"], matrices["feature_types"]
     test = frames["test"]
     labels = test.get_column(LABEL).to_numpy()
-    dtest = dmatrix(test, feature_types)
+    dtest = load_matrix(test, feature_types)
     tp_metrics = compute_metrics(task_type, labels, version["booster"].predict(dtest))
     headline = manifest["headline_metric"]
     if not np.isclose(tp_metrics[headline], manifest["metrics"][headline], rtol=1e-6, atol=1e-9):
@@ -287,7 +274,7 @@ def run_once(dataset: Dataset, csv: Path, artifacts: str, overrides: dict[str, A
     if task_type == "multiclass":
         params["num_class"] = len(manifest["classes"])
     started = time.perf_counter()
-    dtrain = dmatrix(pl.concat([frames["train"], frames["valid"]]), feature_types)
+    dtrain = load_matrix(pl.concat([frames["train"], frames["valid"]]), feature_types)
     plain = xgb.train(params, dtrain)
     plain_wall = time.perf_counter() - started
     plain_metrics = compute_metrics(task_type, labels, plain.predict(dtest))
