@@ -300,12 +300,15 @@ def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def describe_violations(report: dict[str, Any]) -> str:
     """One line per violation: column, check, how many rows, a few distinct examples."""
-    return "\n".join(
-        f"  {v['column'] or '(table)'}: {v['check']} fails on "
-        + (f"{v['failing_rows']} rows" if v["failing_rows"] is not None else "the whole column")
-        + ("; e.g. " + ", ".join(map(str, v["examples"][:3])) if v["examples"] else "")
-        for v in report["violations"]
-    )
+    def line(v: dict[str, Any]) -> str:
+        where = v["column"] or "(table)"
+        if v["check"] == "column_in_dataframe":
+            return f"  {where}: column missing"
+        rows = f"{v['failing_rows']} row(s)" if v["failing_rows"] is not None else "the whole column"
+        examples = "; e.g. " + ", ".join(map(str, v["examples"][:3])) if v["examples"] else ""
+        return f"  {where}: {v['check']} fails on {rows}{examples}"
+
+    return "\n".join(line(v) for v in report["violations"])
 
 
 def _run_folder(artifacts: str) -> str:

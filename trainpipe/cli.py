@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
-from trainpipe.errors import SpecError, TrainpipeError
+from trainpipe.errors import ContractViolation, DataError, RegistryError, SpecError, TrainpipeError
 
 
 class _QuietExpectedErrors(logging.Filter):
@@ -24,6 +24,18 @@ class _QuietExpectedErrors(logging.Filter):
         if record.exc_info and isinstance(record.exc_info[1], TrainpipeError):
             record.exc_info, record.exc_text = None, None
         return True
+
+
+class _ExpectedErrorLines(logging.Filter):
+    """Keeps Prefect's console free of the error lines for a failure the CLI itself explains last."""
+
+    names = tuple(cls.__name__ for cls in (SpecError, DataError, ContractViolation, RegistryError))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        message = record.getMessage()
+        return not any(f"{name}(" in message or f"{name}:" in message for name in self.names)
 
 
 def _prepare_prefect() -> None:
@@ -104,10 +116,57 @@ def cmd_train(args: argparse.Namespace) -> int:
         with contextlib.redirect_stdout(sys.stderr):
             result = train_flow(spec)
         print(json.dumps(result, default=str))
-    else:
+    elif args.verbose:
         result = train_flow(spec)
         print_train_summary(result)
+    else:
+        with stage_progress(f"training {spec.name}"):
+            result = train_flow(spec)
+        print_train_summary(result)
     return 0
+
+
+class _StageLines(logging.Handler):
+    """Prints one line per finished stage, from Prefect's own task-run log records."""
+
+    def __init__(self, console: Any):
+        super().__init__(logging.INFO)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        name = getattr(record, "task_name", None)
+        if not name or not message.startswith("Finished in state"):
+            return
+        if "Cached" in message:
+            self.console.print(f"  [cyan]cached[/]  {name}")
+        elif "Failed" in message or "Crashed" in message:
+            self.console.print(f"  [red]failed[/]  {name}")
+        else:
+            self.console.print(f"  [green]done[/]    {name}")
+
+
+@contextlib.contextmanager
+def stage_progress(title: str) -> Any:
+    """A spinner and a line per stage on stderr.
+
+    Prefect's INFO lines still reach its server (the run page shows them); the console
+    shows only warnings and errors from here on, until the command exits.
+    """
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(max(handler.level, logging.WARNING))
+        handler.addFilter(_ExpectedErrorLines())
+    lines = _StageLines(console)
+    task_logger = logging.getLogger("prefect.task_runs")
+    task_logger.addHandler(lines)
+    try:
+        with console.status(title):
+            yield
+    finally:
+        task_logger.removeHandler(lines)
 
 
 def _artifacts(args: argparse.Namespace) -> str:
@@ -194,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--trials", type=int, help="Optuna tuning trials")
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument("--json", action="store_true", help="print one JSON object with the result")
+    train.add_argument("--verbose", action="store_true", help="show Prefect's own log lines instead of the progress")
     train.set_defaults(func=cmd_train)
 
     predict = sub.add_parser("predict", help="score rows with a stored model")

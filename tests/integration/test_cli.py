@@ -101,4 +101,6 @@ def test_missing_target_column_names_it(tmp_path: Path, penguins_csv: Path):
 
     assert done.returncode == 3
     assert "target 'colour'" in done.stderr and "species" in done.stderr
+    assert "done    ingest" in done.stderr and "failed  validate" in done.stderr  # the progress lines
+    assert "Traceback" not in done.stderr and done.stderr.count("target 'colour'") == 1
     assert not (tmp_path / "art" / "models").exists()
