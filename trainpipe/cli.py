@@ -161,6 +161,7 @@ def stage_progress(title: str) -> Any:
         handler.addFilter(_ExpectedErrorLines())
     lines = _StageLines(console)
     task_logger = logging.getLogger("prefect.task_runs")
+    task_logger.setLevel(logging.INFO)  # the stage lines come from its INFO records
     task_logger.addHandler(lines)
     try:
         with console.status(title):
