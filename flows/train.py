@@ -20,10 +20,11 @@ from trainpipe.spec import TrainSpec
 
 
 def run_stage(stages: dict[str, Any], name: str, stage: Any, *args: Any) -> dict[str, Any]:
-    """Run a stage task, note whether Prefect served it from cache and how long it took."""
+    """Run a stage task; note whether it was served from cache (Prefect's or the store's) and its time."""
     state = stage(*args, return_state=True)
     result = state.result()
-    stages[name] = {"cached": state.name == "Cached", "seconds": result.get("seconds", 0.0) if state.name != "Cached" else 0.0}
+    cached = state.name == "Cached" or bool(result.get("from_store"))
+    stages[name] = {"cached": cached, "seconds": 0.0 if cached else result.get("seconds", 0.0)}
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, Optional
 
@@ -106,11 +107,33 @@ TRANSIENT_RETRIES: dict[str, Any] = {
 }
 
 
-def cached_stage(stage: str, *, io_retries: bool = False) -> Any:
-    """The @task decorator of a cached stage: content-keyed cache, persisted result, optional I/O retries."""
-    return task(
-        name=stage,
-        cache_key_fn=cache_key_for(stage),
-        persist_result=True,
-        **(TRANSIENT_RETRIES if io_retries else {}),
-    )
+def stored_stage_result(folder: str) -> Optional[dict[str, Any]]:
+    """The metadata a completed stage folder recorded, or None when it is not complete."""
+    marker = storage.join(folder, SUCCESS_MARKER)
+    if not storage.exists(marker):
+        return None
+    return {**storage.read_json(marker), "seconds": 0.0, "from_store": True}
+
+
+def cached_stage(stage: str, *, io_retries: bool = False) -> Callable[[Callable[..., Any]], Any]:
+    """The @task decorator of a cached stage: content-keyed cache, persisted result, optional I/O retries.
+
+    Besides Prefect's own cache, a stage whose folder in the artifact store is already
+    complete returns what that folder recorded instead of redoing the work: a fresh
+    Prefect home, another worker or another machine sharing the store reuses it too.
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Any:
+        @functools.wraps(fn)
+        def run_or_reuse(*args: Any, **kwargs: Any) -> Any:
+            done = stored_stage_result(current_stage_dir(stage))
+            return done if done is not None else fn(*args, **kwargs)
+
+        return task(
+            name=stage,
+            cache_key_fn=cache_key_for(stage),
+            persist_result=True,
+            **(TRANSIENT_RETRIES if io_retries else {}),
+        )(run_or_reuse)
+
+    return decorate

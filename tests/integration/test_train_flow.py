@@ -194,3 +194,22 @@ def test_refit_uses_validation_rows_and_is_recorded(tmp_path: Path, penguins_csv
     assert [m["training"]["refit_on_train_and_valid"] for m in manifests] == [True, False]
     assert manifests[0]["model_sha256"] != manifests[1]["model_sha256"]
     assert plain["stages"]["features"]["cached"] and not plain["stages"]["train"]["cached"]
+
+
+def test_complete_stage_folders_are_reused_without_prefect_records(tmp_path: Path, penguins_csv: Path):
+    """Another worker, or a fresh Prefect home, sharing the artifact store reuses finished stages."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    artifacts = tmp_path / "art"
+    spec = make_spec(str(penguins_csv), artifacts)
+    first = train_flow(spec)
+    records = list(Path(PREFECT_LOCAL_STORAGE_PATH.value()).glob("trainpipe-*"))
+    assert records  # Prefect's cache records exist ...
+    for record in records:
+        record.unlink()  # ... and are gone before the second run
+
+    second = train_flow(spec)
+
+    for stage in ("ingest", "validate", "split", "features", "train"):
+        assert second["stages"][stage]["cached"], stage
+    assert second["reused"] and second["version"] == first["version"]
