@@ -85,7 +85,7 @@ def print_train_summary(result: dict[str, Any]) -> None:
     console = Console()
     reused = " (identical model already stored: reused)" if result["reused"] else ""
     console.print(f"[bold green]model {result['model']} version {result['version']}[/]{reused}")
-    console.print(f"stored at {result['uri']}")
+    console.print(f"stored at {result['uri']} (model card: model_card.md)")
     inferred = "inferred: " if result["task_inferred"] else ""
     console.print(f"task: {result['task']} ({inferred}{result['task_reason']})")
     rows = result["rows"]
