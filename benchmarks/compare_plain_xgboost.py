@@ -61,9 +61,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 # Offline, quiet Prefect defaults, unless the caller set them (must precede importing prefect).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

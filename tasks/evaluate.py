@@ -34,7 +34,7 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
     boundaries = np.flatnonzero(np.diff(sorted_values)) + 1
     starts = np.concatenate(([0], boundaries))
     ends = np.concatenate((boundaries, [len(values)]))
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=True):
         ranks[order[start:end]] = (start + end + 1) / 2.0
     return ranks
 

@@ -139,7 +139,7 @@ def load_files(files: list[dict[str, Any]], data: DataSpec) -> pl.DataFrame:
         plan = scans[0] if len(scans) == 1 else pl.concat(scans, how="diagonal_relaxed")
         return plan.collect()
     except (pl.exceptions.PolarsError, OSError, ValueError) as error:
-        for file, scan in zip(files, scans):
+        for file, scan in zip(files, scans, strict=True):
             try:
                 scan.collect()
             except (pl.exceptions.PolarsError, OSError, ValueError) as file_error:

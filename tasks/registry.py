@@ -15,7 +15,8 @@ import json
 import os
 import re
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
@@ -133,7 +134,7 @@ def publish_version(
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def whoami() -> str:

@@ -13,8 +13,8 @@ from typing import Any, Optional
 
 import pandera.polars as pa
 import polars as pl
-from prefect.artifacts import create_table_artifact
 from prefect import get_run_logger
+from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 
 from tasks.common import cached_stage, current_stage_dir, finish_stage

@@ -12,7 +12,8 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 from trainpipe.errors import ContractViolation, DataError, RegistryError, SpecError, TrainpipeError
 

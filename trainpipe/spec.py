@@ -151,7 +151,7 @@ class SplitSpec(_Spec):
     )
 
     @model_validator(mode="after")
-    def _time_needs_column(self) -> "SplitSpec":
+    def _time_needs_column(self) -> SplitSpec:
         if self.method == "time" and not self.time_column:
             raise ValueError("split.method 'time' needs split.time_column")
         return self
@@ -215,7 +215,7 @@ class TrainSpec(_Spec):
     )
 
     @model_validator(mode="after")
-    def _columns_distinct(self) -> "TrainSpec":
+    def _columns_distinct(self) -> TrainSpec:
         if self.target in self.id_columns or self.target in self.drop_columns:
             raise ValueError(f"target column {self.target!r} is also listed in id_columns or drop_columns")
         return self

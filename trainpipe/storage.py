@@ -15,9 +15,8 @@ import uuid
 from typing import Any
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
-
 import polars as pl
+from fsspec.implementations.local import LocalFileSystem
 
 
 def storage_options(uri: str) -> dict[str, Any]:
