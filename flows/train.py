@@ -28,7 +28,8 @@ def run_stage(stages: dict[str, Any], name: str, stage: Any, *args: Any) -> dict
     return result
 
 
-@flow(name="trainpipe-train", task_runner=ThreadPoolTaskRunner(max_workers=2), persist_result=True)
+@flow(name="trainpipe-train", task_runner=ThreadPoolTaskRunner(max_workers=2), persist_result=True,
+      result_serializer="json")
 def train_flow(spec: TrainSpec) -> dict[str, Any]:
     """Train, evaluate and store one model version from raw tabular data."""
     logger = get_run_logger()

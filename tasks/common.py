@@ -134,6 +134,7 @@ def cached_stage(stage: str, *, io_retries: bool = False) -> Callable[[Callable[
             name=stage,
             cache_key_fn=cache_key_for(stage),
             persist_result=True,
+            result_serializer="json",  # results are small JSON metadata: no pickle anywhere
             **(TRANSIENT_RETRIES if io_retries else {}),
         )(run_or_reuse)
 
