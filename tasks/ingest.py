@@ -147,16 +147,6 @@ def load_files(files: list[dict[str, Any]], data: DataSpec) -> pl.DataFrame:
         raise DataError(f"files cannot be stacked ({', '.join(f['uri'] for f in files)}): {error}") from None
 
 
-def combine_frames(frames: list[pl.DataFrame], uris: list[str]) -> pl.DataFrame:
-    """Stack frames from several files; columns missing in a file become nulls, types widen."""
-    if len(frames) == 1:
-        return frames[0]
-    try:
-        return pl.concat(frames, how="diagonal_relaxed")
-    except pl.exceptions.PolarsError as error:
-        raise DataError(f"files cannot be stacked ({', '.join(uris)}): {error}") from None
-
-
 def ingest_files(files: list[dict[str, Any]], data: DataSpec, snapshot_uri: str) -> dict[str, Any]:
     """Read all inputs and write them as one Parquet snapshot; returns rows, columns and schema."""
     frame = load_files(files, data)

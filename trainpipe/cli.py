@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from trainpipe.errors import ContractViolation, DataError, RegistryError, SpecError, TrainpipeError
+from trainpipe.errors import SpecError, TrainpipeError
 
 
 class _QuietExpectedErrors(logging.Filter):
@@ -30,7 +30,7 @@ class _QuietExpectedErrors(logging.Filter):
 class _ExpectedErrorLines(logging.Filter):
     """Keeps Prefect's console free of the error lines for a failure the CLI itself explains last."""
 
-    names = tuple(cls.__name__ for cls in (SpecError, DataError, ContractViolation, RegistryError))
+    names = tuple(cls.__name__ for cls in TrainpipeError.__subclasses__())
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:

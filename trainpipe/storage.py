@@ -40,10 +40,6 @@ def get_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, path
 
 
-def is_local(uri: str) -> bool:
-    return isinstance(get_fs(uri)[0], LocalFileSystem)
-
-
 def join(uri: str, *parts: str) -> str:
     """Join URI parts with '/', whatever the filesystem."""
     out = uri.rstrip("/")
