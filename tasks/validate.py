@@ -182,15 +182,17 @@ def summarize_failures(failure_cases: pl.DataFrame, max_examples: int) -> list[d
     return violations
 
 
+def whole_column_violation(column: str, check: str) -> dict[str, Any]:
+    """A violation of a column as a whole (missing, wrong role), not of particular rows."""
+    return {"column": column, "check": check, "failing_rows": None, "example_rows": [], "examples": []}
+
+
 def check_frame(
     frame: pl.DataFrame, contract: dict[str, Any], validation: ValidationSpec
 ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """Validate `frame` against the contract; returns the coerced frame and the violations found."""
-    missing = [
-        {"column": name, "check": "column_in_dataframe", "failing_rows": None, "example_rows": [], "examples": []}
-        for name in contract["columns"]
-        if name not in frame.columns
-    ]
+    missing = [whole_column_violation(name, "column_in_dataframe") for name in contract["columns"]
+               if name not in frame.columns]
     schema = build_schema(contract, validation, only=set(frame.columns))
     try:
         return schema.validate(frame, lazy=True), missing
@@ -248,24 +250,21 @@ def validate_snapshot(
         contract["target"]["reason"] = reason
         contract["origin"] = contract_origin(snapshot_fingerprint, target, task_type, id_columns, drop_columns)
         contract_source = "inferred"
-        if resolved_task != "regression" and len(contract["target"]["classes"]) > 2 and resolved_task == "binary":
-            raise DataError(
-                f"task is binary but target {target!r} has {len(contract['target']['classes'])} classes"
-            )
+        n_classes = len(contract["target"].get("classes") or [])
+        if resolved_task == "binary" and n_classes != 2:
+            raise DataError(f"task is binary but target {target!r} has {n_classes} classes")
+        if n_classes > MAX_CLASSES:
+            raise DataError(f"target {target!r} has {n_classes} classes (at most {MAX_CLASSES}); "
+                            "is it a regression target?")
     else:
         resolved_task = contract["target"]["task"]
         reason = f"{contract['target'].get('reason', 'set')}; kept from the model's data contract"
         contract_source = "existing"
         if contract["target"]["name"] != target:
-            violations.append(
-                {"column": target, "check": f"target is {contract['target']['name']!r} in the contract",
-                 "failing_rows": None, "example_rows": [], "examples": []}
-            )
+            violations.append(whole_column_violation(target, f"target is {contract['target']['name']!r} in the contract"))
         if task_type and task_type != resolved_task:
             violations.append(
-                {"column": target, "check": f"task is {resolved_task!r} in the contract, {task_type!r} in the spec",
-                 "failing_rows": None, "example_rows": [], "examples": []}
-            )
+                whole_column_violation(target, f"task is {resolved_task!r} in the contract, {task_type!r} in the spec"))
     # The first run checks its own data too: every run's frame then has the contract's dtypes.
     checked, found = check_frame(frame, contract, validation)
     violations.extend(found)

@@ -162,6 +162,12 @@ def test_spec_binary_with_three_classes_is_an_error(write_snapshot):
         validate_snapshot(write_snapshot(frame), "fp", "y", "binary", [], [], None, ENFORCE, None)
 
 
+def test_spec_multiclass_on_a_continuous_target_is_an_error(write_snapshot):
+    frame = pl.DataFrame({"x": [float(i) for i in range(150)], "y": [i * 0.5 for i in range(150)]})
+    with pytest.raises(DataError, match="target 'y' has 150 classes .*regression target"):
+        validate_snapshot(write_snapshot(frame), "fp", "y", "multiclass", [], [], None, ENFORCE, None)
+
+
 def test_spec_task_overrides_inference_and_says_so(write_snapshot):
     frame = pl.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [1.0, 2.0, 1.0, 2.0]})
     _, contract, report = validate_snapshot(write_snapshot(frame), "fp", "y", "regression", [], [], None, ENFORCE, None)
