@@ -127,7 +127,8 @@ def main() -> None:
 
     print(f"data: {args.rows} rows, {size_mib:.0f} MiB CSV; {args.rounds} boosting rounds; {os.cpu_count()} cores")
     print(f"{'run':<28}{'wall s':>9}{'peak RSS MiB':>14}{'holdout AUC':>13}")
-    for label, part in (("hand-written polars+xgboost", hand), ("trainpipe cold", cold), ("trainpipe cached rerun", warm)):
+    runs = (("hand-written polars+xgboost", hand), ("trainpipe cold", cold), ("trainpipe cached rerun", warm))
+    for label, part in runs:
         print(f"{label:<28}{part['seconds']:>9.2f}{part['peak_rss_mib']:>14.0f}{part['auc']:>13.4f}")
     print("trainpipe cold stages: " + ", ".join(f"{k} {v['seconds']:.2f}s" for k, v in cold["stages"].items()))
     print(f"ratio trainpipe cold / hand-written wall: {cold['seconds'] / hand['seconds']:.2f}")

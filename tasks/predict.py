@@ -32,7 +32,8 @@ def load_version(artifacts: str, ref: str) -> dict[str, Any]:
     for filename in ("model.ubj", "transform.json"):
         data = storage.read_bytes(storage.join(folder, filename))
         if storage.sha256_bytes(data) != manifest["files"].get(filename):
-            raise RegistryError(f"{storage.join(folder, filename)} does not match its manifest hash: refusing to use it")
+            raise RegistryError(
+                f"{storage.join(folder, filename)} does not match its manifest hash: refusing to use it")
         loaded[filename] = data
     booster = xgb.Booster(model_file=bytearray(loaded["model.ubj"]))
     return {"name": name, "version": version, "uri": folder, "booster": booster,

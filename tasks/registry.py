@@ -58,7 +58,8 @@ def list_versions(artifacts: str, name: str) -> list[int]:
 
 def list_models(artifacts: str) -> list[str]:
     """Names with at least one committed version."""
-    return [n for n in storage.list_dir(models_root(artifacts)) if re.match(NAME_PATTERN, n) and list_versions(artifacts, n)]
+    names = storage.list_dir(models_root(artifacts))
+    return [n for n in names if re.match(NAME_PATTERN, n) and list_versions(artifacts, n)]
 
 
 def parse_ref(ref: str) -> tuple[str, Optional[int]]:
@@ -210,7 +211,7 @@ def build_manifest(
         "spec": spec_json,
         "spec_sha256": storage.sha256_bytes(storage.dumps_json(spec_json)),
         "seed": spec.seed,
-        "training": {k: model.get(k) for k in ("params", "rounds_trained", "best_iteration",
+        "training": {k: model[k] for k in ("params", "rounds_trained", "best_iteration",
                                                "best_validation_score", "validation_metric",
                                                "refit_on_train_and_valid")},
         "tuning": {"trials": spec.tuning.trials, "performed": False},

@@ -261,10 +261,11 @@ def validate_snapshot(
         reason = f"{contract['target'].get('reason', 'set')}; kept from the model's data contract"
         contract_source = "existing"
         if contract["target"]["name"] != target:
-            violations.append(whole_column_violation(target, f"target is {contract['target']['name']!r} in the contract"))
+            wrong = f"target is {contract['target']['name']!r} in the contract"
+            violations.append(whole_column_violation(target, wrong))
         if task_type and task_type != resolved_task:
-            violations.append(
-                whole_column_violation(target, f"task is {resolved_task!r} in the contract, {task_type!r} in the spec"))
+            wrong = f"task is {resolved_task!r} in the contract, {task_type!r} in the spec"
+            violations.append(whole_column_violation(target, wrong))
     # The first run checks its own data too: every run's frame then has the contract's dtypes.
     checked, found = check_frame(frame, contract, validation)
     violations.extend(found)

@@ -227,7 +227,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     print(f"{name} v{version}  (versions: {', '.join(map(str, registry.list_versions(artifacts, name)))})")
     print(f"  uri: {manifest['uri']}")
-    print(f"  created: {manifest['created_at']} by {manifest['created_by']}; Prefect run {manifest['prefect']['flow_run_id']}")
+    print(f"  created: {manifest['created_at']} by {manifest['created_by']}; "
+          f"Prefect run {manifest['prefect']['flow_run_id']}")
     print(f"  task: {manifest['task']}, target {manifest['target']!r}")
     print(f"  data: fingerprint {manifest['data']['fingerprint'][:16]}, {len(manifest['data']['sources'])} file(s)")
     print(f"  code: {manifest['code']['git_commit'] or 'no git'}, source {manifest['code']['source_sha256'][:16]}")
@@ -251,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--target", help="column to predict")
     train.add_argument("--task", choices=["binary", "multiclass", "regression"], help="default: inferred")
     train.add_argument("--name", help="model name (default: from the data file name)")
-    train.add_argument("--artifacts", metavar="URI", help="artifact store root (default $TRAINPIPE_ARTIFACTS or ./artifacts)")
+    train.add_argument("--artifacts", metavar="URI",
+                       help="artifact store root (default $TRAINPIPE_ARTIFACTS or ./artifacts)")
     train.add_argument("--trials", type=int, help="Optuna tuning trials")
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument("--json", action="store_true", help="print one JSON object with the result")

@@ -117,8 +117,8 @@ def test_datetime_parts():
 
 def test_datetime_parts_chosen_in_the_spec():
     frame = pl.DataFrame({"ts": [dt.datetime(2024, 2, 29, 13, 45)], "y": [1.0]})
-    transform = fit(frame, FeatureSpec(min_category_count=1, datetime_parts=["dayofyear", "minute"]), ids=(), task="regression",
-                    classes=None)
+    spec = FeatureSpec(min_category_count=1, datetime_parts=["dayofyear", "minute"])
+    transform = fit(frame, spec, ids=(), task="regression", classes=None)
     assert apply_transform(frame, transform).to_dicts() == [{"ts__dayofyear": 60.0, "ts__minute": 45.0}]
 
 
@@ -133,8 +133,8 @@ def test_datetime_text_is_parsed_when_scoring():
 
 def test_date_column_with_parts_it_has():
     frame = pl.DataFrame({"d": [dt.date(2024, 2, 29), dt.date(2024, 3, 4)], "y": [1.0, 2.0]})
-    transform = fit(frame, FeatureSpec(min_category_count=1, datetime_parts=["year", "month", "weekday"]), ids=(), task="regression",
-                    classes=None)
+    spec = FeatureSpec(min_category_count=1, datetime_parts=["year", "month", "weekday"])
+    transform = fit(frame, spec, ids=(), task="regression", classes=None)
     assert apply_transform(frame, transform).rows() == [(2024.0, 2.0, 4.0), (2024.0, 3.0, 1.0)]
 
 
@@ -196,7 +196,8 @@ def test_high_cardinality_text_is_dropped_as_identifier():
     assert transform["features"] == ["few"]
     # many levels but not in over half the rows: kept, truncated to max_categories
     frame = pl.DataFrame({"lvl": ["a", "b", "c", "d"] * 3, "y": ["p", "q"] * 6})
-    assert entry(fit(frame, FeatureSpec(min_category_count=1, max_categories=3), ids=()), "lvl")["kind"] == "categorical"
+    kept = fit(frame, FeatureSpec(min_category_count=1, max_categories=3), ids=())
+    assert entry(kept, "lvl")["kind"] == "categorical"
 
 
 def test_boolean_column_becomes_0_1(train):
