@@ -8,12 +8,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.tune import tuning_subflow
 from tasks.evaluate import evaluate_task
 from tasks.features import features_task
 from tasks.ingest import fingerprint_task, ingest_task
 from tasks.registry import contract_ref_task, store_task
 from tasks.split import split_task
 from tasks.train import train_task
+from tasks.tune import tuned_xgboost
 from tasks.validate import validate_task
 from trainpipe import storage
 from trainpipe.spec import TrainSpec
@@ -33,9 +35,6 @@ def run_stage(stages: dict[str, Any], name: str, stage: Any, *args: Any) -> dict
 def train_flow(spec: TrainSpec) -> dict[str, Any]:
     """Train, evaluate and store one model version from raw tabular data."""
     logger = get_run_logger()
-    if spec.tuning.trials:
-        logger.warning("tuning.trials=%d asked, but tuning is not available yet: training with fixed parameters",
-                       spec.tuning.trials)
     artifacts = storage.normalize_root(spec.artifacts)
     stages: dict[str, Any] = {}
     sources = fingerprint_task(spec.data)
@@ -49,8 +48,10 @@ def train_flow(spec: TrainSpec) -> dict[str, Any]:
     matrices = run_stage(stages, "features", features_task, parts, validated, spec.target, spec.id_columns,
                          spec.features, artifacts)
     n_classes = len(validated["classes"] or [])
+    tuned = (run_stage(stages, "tune", tuning_subflow(spec.tuning.parallelism), spec, matrices, validated["task"],
+                       n_classes or None) if spec.tuning.trials else None)
     model = run_stage(stages, "train", train_task, matrices, validated["task"], n_classes or None,
-                      spec.xgboost, spec.seed, artifacts)
+                      tuned_xgboost(spec.xgboost, tuned), spec.seed, artifacts, tuned)
     evaluation = run_stage(stages, "evaluate", evaluate_task, matrices, model, validated["task"], n_classes)
     stored = store_task(spec, sources, snapshot, validated, parts, matrices, model, evaluation, stages)
     logger.info("model %s version %s at %s%s", spec.name, stored["version"], stored["uri"],

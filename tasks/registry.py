@@ -214,7 +214,7 @@ def build_manifest(
         "training": {k: model[k] for k in ("params", "rounds_trained", "best_iteration",
                                                "best_validation_score", "validation_metric",
                                                "refit_on_train_and_valid")},
-        "tuning": {"trials": spec.tuning.trials, "performed": False},
+        "tuning": model.get("tuning") or {"trials": spec.tuning.trials, "performed": False},
         "metrics": evaluation["metrics"],
         "baseline_metrics": evaluation["baseline_metrics"],
         "headline_metric": evaluation["headline_metric"],
@@ -234,6 +234,7 @@ def build_manifest(
 def store_version(
     artifacts: str, name: str, manifest: dict[str, Any], evaluation: dict[str, Any],
     model_uri: str, transform_uri: str, contract_uri: str, report_uri: str,
+    attachments: Optional[dict[str, str]] = None,
 ) -> dict[str, Any]:
     """Publish a version unless an identical one exists; returns version, URI and whether it was reused."""
     existing = find_identical(artifacts, name, manifest["identity"])
@@ -248,6 +249,7 @@ def store_version(
                                                                          "headline_metric", "test_rows")}),
         "feature_importance.json": storage.dumps_json(evaluation["importance"]),
     }
+    files.update({filename: storage.read_bytes(uri) for filename, uri in (attachments or {}).items()})
     version, folder = publish_version(artifacts, name, files, manifest, render_card=model_card)
     return {"version": version, "uri": folder, "reused": False}
 
@@ -262,7 +264,8 @@ def store_task(
     artifacts = storage.normalize_root(spec.artifacts)
     manifest = build_manifest(spec, sources, snapshot, validated, parts, matrices, model, evaluation, stages)
     result = store_version(artifacts, spec.name, manifest, evaluation, model["model_uri"],
-                           matrices["transform_uri"], validated["contract_uri"], validated["report_uri"])
+                           matrices["transform_uri"], validated["contract_uri"], validated["report_uri"],
+                           model.get("attachments"))
     card = storage.read_bytes(storage.join(result["uri"], "model_card.md")).decode()
     create_markdown_artifact(key="model-summary", markdown=card, description=f"{spec.name} v{result['version']}")
     return {**result, "seconds": round(time.perf_counter() - started, 3)}

@@ -125,7 +125,9 @@ def train_task(
     xgboost: XGBoostSpec,
     seed: int,
     artifacts: str,
+    tuning: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
+    """`tuning` (the tuning subflow's result, keyed by its fingerprint) is recorded with the model."""
     started = time.perf_counter()
     folder = current_stage_dir("train")
     params = booster_params(xgboost, task_type, n_classes, seed)
@@ -141,4 +143,6 @@ def train_task(
     model_uri = storage.join(folder, "model.ubj")
     storage.write_bytes(model_uri, data)
     meta = {"model_uri": model_uri, "model_sha256": storage.sha256_bytes(data), "params": params, **info}
+    if tuning:
+        meta.update(tuning=tuning["summary"], attachments=tuning["attachments"])
     return finish_stage(folder, meta, started, content=[meta["model_sha256"]])

@@ -33,3 +33,9 @@ class RegistryError(TrainpipeError):
     """A model or version is missing or unreadable in the artifact store."""
 
     exit_code = 5
+
+
+class TuningError(TrainpipeError):
+    """Hyperparameter tuning could not produce a usable trial, or its storage is unusable."""
+
+    exit_code = 6

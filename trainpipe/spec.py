@@ -184,10 +184,65 @@ class XGBoostSpec(_Spec):
     )
 
 
+class SearchRange(_Spec):
+    low: float = Field(description="Smallest value tried.")
+    high: float = Field(description="Largest value tried.")
+    log: bool = Field(default=False, description="Sample on a log scale (both bounds must be above 0).")
+    integer: Optional[bool] = Field(
+        default=None,
+        description="Whole numbers only. Empty: yes for XGBoost's integer parameters (max_depth, max_bin, ...).",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0, not {self.low}")
+        return self
+
+
 class TuningSpec(_Spec):
     trials: int = Field(default=0, ge=0, description="Optuna trials. 0 trains once with the parameters above.")
-    parallelism: int = Field(default=1, ge=1, le=64, description="Trials run at once.")
-    timeout_seconds: Optional[float] = Field(default=None, gt=0, description="Wall-clock budget for tuning.")
+    parallelism: int = Field(
+        default=1, ge=1, le=64,
+        description="Trials run at once; the machine's cores are split between them. The same seed, data, spec "
+                    "and parallelism give the same trials.",
+    )
+    timeout_seconds: Optional[float] = Field(
+        default=None, gt=0,
+        description="Wall-clock budget for tuning: when it is spent, tuning ends with the best trial so far.",
+    )
+    pruner: Literal["median", "successive_halving", "none"] = Field(
+        default="median",
+        description="How hopeless trials are stopped early from their per-round validation scores.",
+    )
+    search_space: dict[str, SearchRange | float | int | str | bool] = Field(
+        default_factory=dict,
+        description=(
+            "Changes to the default search space, by XGBoost parameter name: a range {low, high, log} to search, "
+            "or a fixed value. Parameters not named keep their default range."
+        ),
+    )
+    storage: Optional[str] = Field(
+        default=None,
+        description=(
+            "Where trials are recorded. Empty: in memory (one process). 'journal': a journal file in the artifact "
+            "store's local folder. Or an Optuna storage URL, e.g. postgresql://user@host/db, so several processes "
+            "share one study and a re-run resumes it."
+        ),
+    )
+    study_name: Optional[str] = Field(
+        default=None,
+        description="Study name in the storage. Empty: the model name plus a key of the data and tuning settings.",
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_kind(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and value != "journal" and "://" not in value:
+            raise ValueError(f"expected 'journal' or a storage URL such as postgresql://..., not {value!r}")
+        return value
 
 
 class TrainSpec(_Spec):

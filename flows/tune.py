@@ -1,0 +1,31 @@
+"""The tuning subflow: batches of Optuna trials, one task per trial, at most `parallelism` at once."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.tune import TuningRun, trial_task
+from trainpipe.spec import TaskType, TrainSpec
+
+
+@flow(name="trainpipe-tune", persist_result=True, result_serializer="json")
+def tune_flow(spec: TrainSpec, matrices: dict[str, Any], task: TaskType, n_classes: Optional[int]) -> dict[str, Any]:
+    """Search XGBoost parameters on the stored train/valid matrices; returns the best parameters and a summary.
+
+    Takes URIs and the spec only, so it can run as its own deployment. A finished tuning run
+    with the same inputs is reused from the artifact store.
+    """
+    run = TuningRun(spec, matrices, task, n_classes)
+    if run.done is not None:
+        return run.done
+    outcome = run.search(lambda trial, params, history: trial_task.submit(run.context, trial, trial.number,
+                                                                         params, history))
+    return run.finish(outcome)
+
+
+def tuning_subflow(parallelism: int) -> Any:
+    """tune_flow on a thread pool bounded by the number of trials run at once."""
+    return tune_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=parallelism))
