@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import optuna
 import xgboost as xgb
+from fsspec.implementations.local import LocalFileSystem
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
@@ -153,13 +154,12 @@ def redact_url(url: str) -> str:
 
 
 def journal_path(artifacts: str, study_name: str) -> str:
+    """The study's journal file in the artifact store's local folder."""
     fs, path = storage.get_fs(artifacts)
-    if fs.protocol not in ("file", "local") and "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else ()):
+    if not isinstance(fs, LocalFileSystem):
         raise SpecError(f"tuning.storage 'journal' needs a local artifact store, not {artifacts!r}; "
                         "give a database URL (e.g. postgresql://...) instead")
-    folder = os.path.join(path, "tuning")
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, f"{study_name}.journal")
+    return os.path.join(path, "tuning", f"{study_name}.journal")
 
 
 def open_storage(tuning: TuningSpec, artifacts: str, study_name: str) -> tuple[Any, str]:
@@ -168,6 +168,7 @@ def open_storage(tuning: TuningSpec, artifacts: str, study_name: str) -> tuple[A
         return optuna.storages.InMemoryStorage(), "in-memory"
     if tuning.storage == "journal":
         path = journal_path(artifacts, study_name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(path)
         return optuna.storages.JournalStorage(backend), f"journal:{path}"
     try:
@@ -388,7 +389,7 @@ def search(study: optuna.Study, context: SearchContext, tuning: TuningSpec,
         if failed >= tuning.trials:
             stopped_by = "failures"
             break
-        size = trials_to_ask(study, tuning.trials, mine, tuning.parallelism)
+        size = min(trials_to_ask(study, tuning.trials, mine, tuning.parallelism), tuning.trials - failed)
         if size == 0:
             break
         history = FrozenHistory(study)
@@ -571,6 +572,8 @@ class TuningRun:
         artifacts = storage.normalize_root(spec.artifacts)
         self.spec, self.tuning, self.seed = spec, spec.tuning, spec.seed
         self.study_name = spec.tuning.study_name or default_study_name(spec, matrices, task_type, n_classes)
+        if spec.tuning.storage == "journal":
+            journal_path(artifacts, self.study_name)  # fail before touching the store
         self.folder = tune_folder(artifacts, spec, matrices, task_type, n_classes, self.study_name)
         self.done = stored_stage_result(self.folder)
         if self.done is not None:

@@ -1,0 +1,243 @@
+"""tasks.tune: search space, batched reproducible search, pruning, failures, timeout, resume, results."""
+
+from __future__ import annotations
+
+import random
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution, IntDistribution
+
+from tasks.tune import (
+    TuningRun,
+    default_study_name,
+    history_svg,
+    leaderboard,
+    redact_url,
+    run_trial,
+    search_space,
+    study_summary,
+    trial_threads,
+)
+from trainpipe import storage
+from trainpipe.errors import SpecError, TuningError
+from trainpipe.spec import XGBoostSpec, parse_spec
+
+
+@pytest.fixture
+def matrices(prepared, tmp_path) -> dict[str, Any]:
+    """Binary train/valid/test matrices written as the features stage would, with its metadata."""
+    prep = prepared("binary", n=1200, seed=3)
+    uris = {}
+    for part, frame in prep["matrices"].items():
+        uris[part] = str(tmp_path / "features" / f"{part}.parquet")
+        storage.write_parquet(frame, uris[part])
+    return {"uris": uris, "feature_types": prep["transform"]["feature_types"], "fingerprint": "f" * 64}
+
+
+def make_spec(tmp_path, **tuning: Any):
+    return parse_spec({
+        "name": "tuned", "data": {"uris": ["unused.csv"]}, "target": "y", "artifacts": str(tmp_path / "art"),
+        "seed": 7, "xgboost": {"num_boost_round": 120, "early_stopping_rounds": 15},
+        "tuning": {"trials": 8, "parallelism": 2, **tuning},
+    })
+
+
+def run_search(spec, matrices, jitter: bool = False) -> TuningRun:
+    """A tuning run on plain threads (no Prefect); `jitter` delays trial starts at random."""
+    run = TuningRun(spec, matrices, "binary", None)
+    rng = random.Random()
+
+    def start(trial, params, history):
+        if jitter:
+            time.sleep(rng.uniform(0, 0.05))
+        return run_trial(run.context, trial, params, history)
+
+    with ThreadPoolExecutor(max_workers=spec.tuning.parallelism) as pool:
+        run.outcome = run.search(lambda trial, params, history: pool.submit(start, trial, params, history))
+    return run
+
+
+def trials_of(run: TuningRun) -> list[tuple[Any, ...]]:
+    return [(t.number, t.state.name, t.params, t.value, dict(t.intermediate_values))
+            for t in run.study.get_trials(deepcopy=False)]
+
+
+def test_search_space_defaults_and_overrides():
+    spec = parse_spec({"name": "m", "data": {"uris": ["d.csv"]}, "target": "y", "tuning": {"search_space": {
+        "max_depth": {"low": 3, "high": 5},
+        "learning_rate": 0.05,
+        "gamma": {"low": 0.01, "high": 1, "log": True},
+        "max_leaves": {"low": 8, "high": 64, "log": True},
+    }}})
+    distributions, fixed = search_space(spec.tuning.search_space)
+    assert fixed == {"learning_rate": 0.05}
+    assert "learning_rate" not in distributions
+    assert distributions["max_depth"] == IntDistribution(3, 5)
+    assert distributions["gamma"] == FloatDistribution(0.01, 1.0, log=True)
+    assert distributions["max_leaves"] == IntDistribution(8, 64, log=True)
+    assert distributions["subsample"] == FloatDistribution(0.5, 1.0)  # default kept
+
+
+@pytest.mark.parametrize(
+    ("tuning", "field"),
+    [
+        ({"search_space": {"max_depth": {"low": 9, "high": 3}}}, "tuning.search_space.max_depth"),
+        ({"search_space": {"gamma": {"low": 0, "high": 1, "log": True}}}, "tuning.search_space.gamma"),
+        ({"storage": "/tmp/study.db"}, "tuning.storage"),
+        ({"pruner": "hyperband"}, "tuning.pruner"),
+        ({"parallelism": 0}, "tuning.parallelism"),
+    ],
+)
+def test_bad_tuning_spec_names_the_field(tuning, field):
+    with pytest.raises(SpecError, match=field.replace(".", r"\.")):
+        parse_spec({"name": "m", "data": {"uris": ["d.csv"]}, "target": "y", "tuning": tuning})
+
+
+def test_integer_range_without_a_whole_number_is_rejected():
+    spec = parse_spec({"name": "m", "data": {"uris": ["d.csv"]}, "target": "y",
+                       "tuning": {"search_space": {"max_depth": {"low": 3.2, "high": 3.8}}}})
+    with pytest.raises(SpecError, match="max_depth"):
+        search_space(spec.tuning.search_space)
+
+
+def test_redact_url_hides_only_the_password():
+    assert redact_url("postgresql://ann:s3cret@db:5432/optuna") == "postgresql://ann:***@db:5432/optuna"
+    assert redact_url("postgresql://ann@db/optuna") == "postgresql://ann@db/optuna"
+    assert redact_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_cores_are_split_between_concurrent_trials():
+    assert trial_threads(XGBoostSpec(nthread=8), 3) == 2
+    assert trial_threads(XGBoostSpec(nthread=2), 4) == 1
+
+
+def test_default_study_name_follows_data_and_settings(tmp_path, matrices):
+    spec = make_spec(tmp_path)
+    name = default_study_name(spec, matrices, "binary", None)
+    assert name.startswith("tuned-")
+    assert name == default_study_name(spec, matrices, "binary", None)
+    assert name != default_study_name(spec, {**matrices, "fingerprint": "e" * 64}, "binary", None)
+    assert name != default_study_name(make_spec(tmp_path, trials=9), matrices, "binary", None)
+    # the budget and where trials are kept do not make another study: a re-run resumes it
+    assert name == default_study_name(make_spec(tmp_path, timeout_seconds=5, storage="journal"), matrices,
+                                      "binary", None)
+
+
+def test_same_seed_and_parallelism_give_the_same_trials_however_threads_run(tmp_path, matrices):
+    spec = make_spec(tmp_path)
+    first = run_search(spec, matrices, jitter=True)
+    second = run_search(spec, matrices, jitter=True)
+    assert trials_of(first) == trials_of(second)
+    assert first.study.best_trial.params == second.study.best_trial.params
+    assert len(first.study.trials) == 8
+    # the sampler varies parameters: no two trials repeat each other
+    assert len({tuple(sorted(t.params.items())) for t in first.study.trials}) == 8
+
+
+def test_another_seed_gives_other_trials(tmp_path, matrices):
+    first = run_search(make_spec(tmp_path), matrices)
+    other = run_search(parse_spec({**make_spec(tmp_path).model_dump(), "seed": 8}), matrices)
+    assert [t.params for t in first.study.trials] != [t.params for t in other.study.trials]
+
+
+@pytest.mark.parametrize("pruner", ["median", "successive_halving"])
+def test_hopeless_trials_are_pruned_and_listed_as_pruned(tmp_path, matrices, pruner):
+    spec = make_spec(tmp_path, trials=14, pruner=pruner)
+    run = run_search(spec, matrices)
+    states = [t.state for t in run.study.trials]
+    pruned = [t for t in run.study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, states
+    # a pruned trial stopped before its rounds ran out or early stopping ended it
+    assert all(t.last_step is not None and t.last_step + 1 < spec.xgboost.num_boost_round for t in pruned)
+    rows = leaderboard(run.study)
+    assert {r["trial"] for r in rows if r["state"] == "PRUNED"} == {t.number for t in pruned}
+    assert rows[0]["state"] == "COMPLETE" and rows[0]["value"] == run.study.best_value
+    again = run_search(spec, matrices)
+    assert trials_of(again) == trials_of(run)
+
+
+def test_no_pruner_prunes_nothing(tmp_path, matrices):
+    run = run_search(make_spec(tmp_path, trials=10, pruner="none"), matrices)
+    assert {t.state.name for t in run.study.trials} == {"COMPLETE"}
+
+
+def test_a_rejected_parameter_fails_its_trial_and_the_search_goes_on(tmp_path, matrices):
+    spec = make_spec(tmp_path, trials=6, search_space={"subsample": {"low": 0.5, "high": 1.6}})
+    run = run_search(spec, matrices)
+    failed = [t for t in run.study.trials if t.state.name == "FAIL"]
+    finished = [t for t in run.study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert failed and all(t.params["subsample"] > 1 for t in failed)
+    assert all("subsample" in t.user_attrs["error"] for t in failed)
+    assert len(finished) == 6  # failed trials do not count toward the budget
+    summary = study_summary(run.study, "in-memory", 7, spec.tuning, "logloss", run.outcome)
+    assert summary["counts"] == {"complete": sum(t.state.name == "COMPLETE" for t in finished),
+                                 "pruned": sum(t.state.name == "PRUNED" for t in finished), "fail": len(failed)}
+    assert summary["best_params"]["subsample"] <= 1
+
+
+def test_all_trials_failing_fails_with_the_error(tmp_path, matrices):
+    spec = make_spec(tmp_path, trials=3, search_space={"subsample": 2.5})
+    run = run_search(spec, matrices)
+    assert [t.state.name for t in run.study.trials] == ["FAIL"] * 3
+    assert run.outcome["stopped_by"] == "failures"
+    with pytest.raises(TuningError, match=r"no trial completed \(3 failed.*subsample"):
+        study_summary(run.study, "in-memory", 7, spec.tuning, "logloss", run.outcome)
+
+
+def test_timeout_ends_with_the_best_trial_so_far(tmp_path, matrices):
+    spec = parse_spec({**make_spec(tmp_path, trials=50, timeout_seconds=1.0, pruner="none").model_dump(),
+                       "xgboost": {"num_boost_round": 100_000, "early_stopping_rounds": 100_000,
+                                   "max_bin": 256}})
+    started = time.monotonic()
+    run = run_search(spec, matrices)
+    assert time.monotonic() - started < 20
+    assert run.outcome["stopped_by"] == "timeout"
+    complete = [t for t in run.study.trials if t.state.name == "COMPLETE"]
+    assert 1 <= len(complete) < 50
+    assert all(t.user_attrs.get("cut_by_timeout") for t in complete)
+    summary = study_summary(run.study, "in-memory", 7, spec.tuning, "logloss", run.outcome)
+    assert summary["stopped_by"] == "timeout" and summary["best_value"] == run.study.best_value
+
+
+def test_journal_study_resumes_without_redoing_finished_trials(tmp_path, matrices):
+    spec = make_spec(tmp_path, trials=4, storage="journal", study_name="resume-me")
+    first = run_search(spec, matrices)
+    journal = tmp_path / "art" / "tuning" / "resume-me.journal"
+    assert journal.exists() and first.storage == f"journal:{journal}"
+    assert first.outcome["trials_this_run"] == [0, 1, 2, 3]
+
+    rerun = run_search(spec, matrices)  # the same study, now finished
+    assert rerun.outcome["trials_this_run"] == []
+    assert len(rerun.study.trials) == 4
+
+    more = run_search(make_spec(tmp_path, trials=6, storage="journal", study_name="resume-me"), matrices)
+    assert more.outcome["trials_this_run"] == [4, 5]
+    assert [t.number for t in more.study.trials] == list(range(6))
+
+
+def test_journal_needs_a_local_artifact_store(tmp_path, matrices):
+    spec = parse_spec({**make_spec(tmp_path, storage="journal").model_dump(), "artifacts": "s3://bucket/art"})
+    with pytest.raises(SpecError, match="journal.*local artifact store"):
+        TuningRun(spec, matrices, "binary", None)
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path, matrices):
+    spec = make_spec(tmp_path, storage="postgresql://ann:s3cret@127.0.0.1:1/nothing")
+    with pytest.raises(TuningError, match=r"tuning\.storage postgresql://ann:\*\*\*@127\.0\.0\.1:1/nothing") as info:
+        TuningRun(spec, matrices, "binary", None)
+    assert "s3cret" not in str(info.value)
+
+
+def test_history_picture_is_svg_with_one_mark_per_scored_trial(tmp_path, matrices):
+    run = run_search(make_spec(tmp_path, trials=8), matrices)
+    rows = leaderboard(run.study)
+    svg = history_svg(rows, "logloss", "study <x>")
+    root = ET.fromstring(svg)
+    circles = root.findall("{http://www.w3.org/2000/svg}circle")
+    assert len(circles) == sum(r["value"] is not None for r in rows) == 8
+    assert "study &lt;x&gt;" in svg
