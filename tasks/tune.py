@@ -514,7 +514,7 @@ def study_summary(study: optuna.Study, described_storage: str, seed: int, tuning
         "trials_asked": tuning.trials,
         "timeout_seconds": tuning.timeout_seconds,
         "stopped_by": outcome["stopped_by"],
-        "trials_this_run": len(outcome["trials_this_run"]),
+        "trials_this_run": outcome["trials_this_run"],
         "counts": {k: found[k] for k in ("complete", "pruned", "fail")},
         "metric": metric,
         "direction": "minimize",
