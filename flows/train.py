@@ -73,6 +73,7 @@ def train_flow(spec: TrainSpec) -> dict[str, Any]:
         "dropped_features": matrices["dropped"],
         "data_fingerprint": sources["fingerprint"],
         "stages": stages,
+        "tuning": model.get("tuning"),
     }
 
 

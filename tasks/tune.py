@@ -397,7 +397,10 @@ def search(study: optuna.Study, context: SearchContext, tuning: TuningSpec,
         mine.update(trial.number for trial, _ in batch)
         futures = [(trial, submit(trial, params, history)) for trial, params in batch]
         for trial, future in futures:  # told in trial order, whatever order they finished in
-            record = future.result()
+            try:
+                record = future.result()
+            except Exception as error:  # noqa: BLE001 - a trial that crashed is a failed trial, not a lost one
+                record = {"state": "FAIL", "error": f"{type(error).__name__}: {error}"[:500], "seconds": 0.0}
             tell_result(study, trial, record)
             failed += record["state"] == "FAIL"
     return {"stopped_by": stopped_by, "trials_this_run": sorted(mine)}

@@ -103,9 +103,20 @@ def print_train_summary(result: dict[str, Any]) -> None:
     for name, value in result["metrics"].items():
         table.add_row(name, _fmt(value), _fmt(result["baseline_metrics"][name]))
     console.print(table)
+    print_tuning_line(console, result.get("tuning"))
     stages = ", ".join(f"{n} " + ("cached" if s["cached"] else f"{s['seconds']:.2f}s")
                        for n, s in result["stages"].items())
     console.print(f"stages: {stages}")
+
+
+def print_tuning_line(console: Any, tuning: Optional[dict[str, Any]]) -> None:
+    if not tuning or not tuning.get("performed"):
+        return
+    counts = tuning["counts"]
+    console.print(f"tuning: study {tuning['study_name']} ({tuning['storage']}): {counts['complete']} complete, "
+                  f"{counts['pruned']} pruned, {counts['fail']} failed; best {tuning['metric']} "
+                  f"{tuning['best_value']:.6g} (trial {tuning['best_trial']})"
+                  + (" - stopped by the timeout" if tuning["stopped_by"] == "timeout" else ""))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

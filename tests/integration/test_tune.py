@@ -84,3 +84,20 @@ def test_all_trials_failing_fails_the_run_and_publishes_nothing(tmp_path: Path, 
     with pytest.raises(TuningError, match="no trial completed"):
         train_flow(spec)
     assert not (tmp_path / "art" / "models").exists()
+
+
+def test_cli_trials_option_tunes_and_reports(tmp_path: Path, penguins_csv: Path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "trainpipe", "train", "--data", str(penguins_csv), "--target",
+                           "species", "--artifacts", str(tmp_path / "art"), "--trials", "3"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "tuning: study penguins-" in done.stdout and "(in-memory)" in done.stdout
+    manifest = json.loads(next((tmp_path / "art" / "models" / "penguins" / "versions").glob("*/manifest.json"))
+                          .read_text())
+    assert manifest["tuning"]["trials_asked"] == 3 and manifest["tuning"]["performed"]

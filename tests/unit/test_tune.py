@@ -241,3 +241,20 @@ def test_history_picture_is_svg_with_one_mark_per_scored_trial(tmp_path, matrice
     circles = root.findall("{http://www.w3.org/2000/svg}circle")
     assert len(circles) == sum(r["value"] is not None for r in rows) == 8
     assert "study &lt;x&gt;" in svg
+
+
+def test_a_crashed_trial_is_recorded_failed_not_left_running(tmp_path, matrices):
+    spec = make_spec(tmp_path, trials=3, parallelism=1)
+    run = TuningRun(spec, matrices, "binary", None)
+
+    class Crashed:
+        def result(self):
+            raise MemoryError("out of memory in trial")
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        outcome = run.search(lambda trial, params, history: Crashed() if trial.number == 1 else
+                             pool.submit(run_trial, run.context, trial, params, history))
+    states = {t.number: t.state.name for t in run.study.trials}
+    assert states[1] == "FAIL" and "MemoryError: out of memory" in run.study.trials[1].user_attrs["error"]
+    assert sum(s in ("COMPLETE", "PRUNED") for s in states.values()) == 3
+    assert outcome["stopped_by"] == "trials"
