@@ -15,6 +15,7 @@ import math
 import os
 import queue
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Optional
@@ -26,6 +27,7 @@ import xgboost as xgb
 from fsspec.implementations.local import LocalFileSystem
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler, TPESampler
+from optuna.storages._heartbeat import get_heartbeat_thread  # what study.optimize uses; ask/tell has none
 from optuna.trial import FrozenTrial, TrialState
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -39,7 +41,10 @@ from trainpipe.errors import SpecError, TuningError
 from trainpipe.spec import SearchRange, TaskType, TrainSpec, TuningSpec, XGBoostSpec
 
 SAMPLER = "TPESampler (per-trial seed from spec seed, trial number and parameter)"
-# A RUNNING trial of another process older than this is taken as abandoned (its process died).
+# Database storages: a running trial records a heartbeat; one silent for the grace period is failed
+# (its process died) and its place in the budget is freed. Journal files have no heartbeat: there a
+# RUNNING trial of another process older than STALE_RUNNING_SECONDS is taken as abandoned.
+HEARTBEAT_SECONDS, HEARTBEAT_GRACE_SECONDS = 10, 60
 STALE_RUNNING_SECONDS = 3600
 # Pruning waits for this many finished trials and boosting rounds.
 PRUNE_STARTUP_TRIALS = 4
@@ -172,7 +177,11 @@ def open_storage(tuning: TuningSpec, artifacts: str, study_name: str) -> tuple[A
         backend = optuna.storages.journal.JournalFileBackend(path)
         return optuna.storages.JournalStorage(backend), f"journal:{path}"
     try:
-        return optuna.storages.RDBStorage(tuning.storage), redact_url(tuning.storage)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            backend = optuna.storages.RDBStorage(tuning.storage, heartbeat_interval=HEARTBEAT_SECONDS,
+                                                 grace_period=HEARTBEAT_GRACE_SECONDS)
+        return backend, redact_url(tuning.storage)
     except Exception as error:  # noqa: BLE001 - driver and connection errors vary by database
         raise TuningError(f"tuning.storage {redact_url(tuning.storage)}: cannot open it: "
                           f"{type(error).__name__}: {redact_url(str(error))}") from None
@@ -297,7 +306,7 @@ def run_trial(context: SearchContext, trial: optuna.Trial, params: dict[str, Any
 
     record: dict[str, Any] = {"number": trial.number, "params": params}
     try:
-        with context.pool.pair() as (dtrain, dvalid):
+        with get_heartbeat_thread(trial._trial_id, context.study._storage), context.pool.pair() as (dtrain, dvalid):
             fitted = fit_trial(dtrain, dvalid, {**context.base_params, **params}, context.num_boost_round,
                                context.early_stopping_rounds, on_round)
     except xgb.core.XGBoostError as error:
@@ -338,6 +347,9 @@ def counts(study: optuna.Study) -> dict[str, int]:
 def trials_to_ask(study: optuna.Study, target: int, mine: set[int], parallelism: int) -> int:
     """How many trials to ask now: complete and pruned ones count toward the target, as do running ones of
     other processes sharing the study (unless abandoned long ago); failed ones do not."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a no-op where the storage has no heartbeat
     now = dt.datetime.now()
     done = 0
     for t in study.get_trials(deepcopy=False):
@@ -354,7 +366,9 @@ def ask_batch(study: optuna.Study, size: int, distributions: dict[str, BaseDistr
     """Ask `size` trials and sample their parameters here, in order, before any of them runs."""
     batch = []
     for _ in range(size):
-        trial = study.ask(distributions)
+        with warnings.catch_warnings():  # trials record heartbeats themselves (run_trial), not via optimize()
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            trial = study.ask(distributions)
         batch.append((trial, {**trial.params, **fixed}))
     return batch
 

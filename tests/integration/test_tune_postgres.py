@@ -50,11 +50,15 @@ def study_name():
         pass
 
 
-def start_worker(tmp_path: Path, matrices: dict, study_name: str, tag: str) -> tuple[subprocess.Popen, Path]:
-    spec = parse_spec({"name": "shared", "data": {"uris": ["unused.csv"]}, "target": "y",
+def make_spec(tmp_path: Path, study_name: str, tag: str, trials: int = TARGET):
+    return parse_spec({"name": "shared", "data": {"uris": ["unused.csv"]}, "target": "y",
                        "artifacts": str(tmp_path / f"art-{tag}"), "seed": 3,
                        "xgboost": {"num_boost_round": 300, "early_stopping_rounds": 30, "nthread": 2},
-                       "tuning": {"trials": TARGET, "parallelism": 2, "storage": POSTGRES, "study_name": study_name}})
+                       "tuning": {"trials": trials, "parallelism": 2, "storage": POSTGRES, "study_name": study_name}})
+
+
+def start_worker(tmp_path: Path, matrices: dict, study_name: str, tag: str) -> tuple[subprocess.Popen, Path]:
+    spec = make_spec(tmp_path, study_name, tag)
     spec_path, matrices_path, out = (tmp_path / f"spec-{tag}.json", tmp_path / f"matrices-{tag}.json",
                                      tmp_path / f"out-{tag}.json")
     spec_path.write_text(spec.model_dump_json())
@@ -102,3 +106,24 @@ def test_two_processes_share_one_study_without_losing_or_repeating_trials(tmp_pa
     assert len(optuna.load_study(study_name=study_name, storage=POSTGRES).trials) == len(trials)
     assert rerun["best_trial"] == study.best_trial.number
     assert rerun["storage"] == POSTGRES
+
+
+def test_a_trial_left_running_by_a_dead_process_is_failed_and_replaced(tmp_path, matrices, study_name):
+    import psycopg
+
+    from flows.tune import tuning_subflow
+
+    storage_ = optuna.storages.RDBStorage(POSTGRES, heartbeat_interval=10, grace_period=60)
+    study = optuna.create_study(study_name=study_name, storage=storage_, direction="minimize")
+    dead = study.ask()
+    storage_.record_heartbeat(dead._trial_id)
+    with psycopg.connect(POSTGRES) as connection:
+        connection.execute("UPDATE trial_heartbeats SET heartbeat = heartbeat - interval '1 hour' "
+                           "WHERE trial_id = %s", (dead._trial_id,))
+
+    result = tuning_subflow(2)(make_spec(tmp_path, study_name, "x", trials=3), matrices, "binary", None)
+
+    trials = optuna.load_study(study_name=study_name, storage=POSTGRES).trials
+    assert trials[dead.number].state.name == "FAIL"
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 3
+    assert result["summary"]["trials_this_run"] == [t.number for t in trials if t.number != dead.number]
