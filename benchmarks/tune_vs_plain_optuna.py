@@ -142,7 +142,8 @@ def trainpipe_run(spec_fields: dict[str, Any], matrices: dict[str, Any], paralle
     if not result["stages"]["tune"]["cached"]:
         raise RuntimeError("the training flow did not reuse the timed tuning run")
     counts = tuned["summary"]["counts"]
-    return {"wall_s": wall, "trials": counts["complete"] + counts["pruned"], "best_valid": tuned["summary"]["best_value"],
+    return {"wall_s": wall, "trials": counts["complete"] + counts["pruned"],
+            "best_valid": tuned["summary"]["best_value"],
             "holdout": result["metrics"][result["headline_metric"]], "pruned": counts["pruned"],
             "refit_s": result["stages"]["train"]["seconds"]}
 
@@ -188,9 +189,11 @@ def report(result: dict[str, Any]) -> bool:
         if key != "plain":
             as_good = row["holdout"] >= plain["holdout"] if higher else row["holdout"] <= plain["holdout"]
             met = met or (as_good and ratio <= 0.5)
-    refits = ", ".join(f"{k} {v['refit_s']:.1f}s" for k, v in result.items() if isinstance(v, dict) and "refit_s" in v)
+    refits = ", ".join(f"{k} {v['refit_s']:.1f}s" for k, v in result.items()
+                       if isinstance(v, dict) and "refit_s" in v)
     print(f"(trainpipe's final refit, not in its wall time: {refits})")
-    print(f"target (holdout at least as good, wall time at most half of the plain loop's): {'met' if met else 'NOT met'}")
+    verdict = "met" if met else "NOT met"
+    print(f"target (holdout at least as good, wall time at most half of the plain loop's): {verdict}")
     return met
 
 
