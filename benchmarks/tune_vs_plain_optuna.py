@@ -165,8 +165,11 @@ def run_dataset(name: str, args: argparse.Namespace, root: Path) -> dict[str, An
     out: dict[str, Any] = {"dataset": name, "rows": rows, "split": prepared["rows"],
                            "metric": prepared["headline_metric"], "task": task}
     out["plain"] = plain_loop(task, matrices, args.trials, args.rounds, args.early_stopping, args.seed)
+    print(f"[{name}] plain loop: {out['plain']['wall_s']:.1f} s", file=sys.stderr, flush=True)
     for parallelism in args.parallelism:
         out[f"trainpipe_p{parallelism}"] = trainpipe_run(spec_fields, matrices, parallelism)
+        print(f"[{name}] trainpipe parallelism {parallelism}: {out[f'trainpipe_p{parallelism}']['wall_s']:.1f} s",
+              file=sys.stderr, flush=True)
     return out
 
 
@@ -213,8 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cores: {os.cpu_count()}; trials {args.trials}, rounds {args.rounds}, early stopping "
           f"{args.early_stopping}, seed {args.seed}; search space: {', '.join(sorted(DEFAULT_SPACE))}; "
           f"work folder {root}")
-    results = [run_dataset(name, args, root) for name in args.datasets]
-    verdicts = [report(r) for r in results]
+    results, verdicts = [], []
+    for name in args.datasets:  # each dataset's table as soon as it is measured
+        results.append(run_dataset(name, args, root))
+        verdicts.append(report(results[-1]))
+        sys.stdout.flush()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     return 0 if all(verdicts) else 1
