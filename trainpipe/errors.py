@@ -33,3 +33,9 @@ class RegistryError(TrainpipeError):
     """A model or version is missing or unreadable in the artifact store."""
 
     exit_code = 5
+
+
+class IntegrityError(TrainpipeError):
+    """The audit trail does not verify, or a version could not be reproduced."""
+
+    exit_code = 6
