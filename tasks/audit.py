@@ -60,19 +60,35 @@ def record_seqs(artifacts: str, name: str) -> list[int]:
     return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
 
 
+# Records never change once written, so a process reads each one once when deciding a move
+# (`verify_log` always reads the stored bytes afresh).
+_SEEN: dict[str, bytes] = {}
+_SEEN_LIMIT = 100_000
+
+
+def _read_record(uri: str) -> bytes:
+    data = _SEEN.get(uri)
+    if data is None:
+        data = storage.read_bytes(uri)
+        if len(_SEEN) >= _SEEN_LIMIT:
+            _SEEN.clear()
+        _SEEN[uri] = data
+    return data
+
+
 def _snapshot(artifacts: str, name: str) -> tuple[int, str, list[dict[str, Any]]]:
     """One listing of the log: the last number, the sha256 of that record's bytes, and every record."""
     records, last, prev = [], 0, GENESIS
     for seq in record_seqs(artifacts, name):
-        data = storage.read_bytes(record_uri(artifacts, name, seq))
+        data = _read_record(record_uri(artifacts, name, seq))
         records.append(json.loads(data))
         last, prev = seq, storage.sha256_bytes(data)
     return last, prev, records
 
 
 def read_log(artifacts: str, name: str) -> list[dict[str, Any]]:
-    """Every record, in sequence order (unverified: see `verify_log`)."""
-    return _snapshot(artifacts, name)[2]
+    """Every record, in sequence order, as stored now (unverified: see `verify_log`)."""
+    return [json.loads(storage.read_bytes(record_uri(artifacts, name, s))) for s in record_seqs(artifacts, name)]
 
 
 def _tail(artifacts: str, name: str) -> tuple[int, str]:
@@ -80,7 +96,7 @@ def _tail(artifacts: str, name: str) -> tuple[int, str]:
     seqs = record_seqs(artifacts, name)
     if not seqs:
         return 0, GENESIS
-    return seqs[-1], storage.sha256_bytes(storage.read_bytes(record_uri(artifacts, name, seqs[-1])))
+    return seqs[-1], storage.sha256_bytes(_read_record(record_uri(artifacts, name, seqs[-1])))
 
 
 def _make_record(seq: int, prev: str, event: str, fields: dict[str, Any]) -> bytes:

@@ -1,6 +1,6 @@
 """A separate OS process acting on a registry, for the concurrency and crash tests.
 
-    python registry_worker.py race ARTIFACTS NAME WORKER ROUNDS START_AT
+    python registry_worker.py race ARTIFACTS NAME WORKER ROUNDS BARRIER_DIR WORKERS
         publish ROUNDS versions, each with a score, and after each one promote it through
         the gate's compare-and-swap (promoted only if its score beats the champion's)
     python registry_worker.py crash ARTIFACTS NAME
@@ -35,8 +35,18 @@ def verdict_for(artifacts: str, name: str, score: float, champion: int | None) -
             "reason": f"score {score} {'>' if better else '<='} {theirs} of champion {champion}"}
 
 
-def race(artifacts: str, name: str, worker: int, rounds: int, start_at: float) -> None:
-    time.sleep(max(0.0, start_at - time.time()))  # all workers start together
+def wait_for_all(barrier: Path, worker: int, workers: int) -> None:
+    """Start only when every worker has finished its imports, so they really run at once."""
+    (barrier / f"ready-{worker}").touch()
+    deadline = time.time() + 180
+    while len(list(barrier.glob("ready-*"))) < workers:
+        if time.time() > deadline:
+            raise TimeoutError("not every worker became ready")
+        time.sleep(0.01)
+
+
+def race(artifacts: str, name: str, worker: int, rounds: int, barrier: Path, workers: int) -> None:
+    wait_for_all(barrier, worker, workers)
     for i in range(rounds):
         score = (worker * 7919 + i * 104729) % 1000 / 1000  # distinct per (worker, round)
         files = {"model.ubj": f"model {worker}/{i}".encode()}
@@ -67,6 +77,6 @@ def crash(artifacts: str, name: str) -> None:
 if __name__ == "__main__":
     mode, artifacts, name, *rest = sys.argv[1:]
     if mode == "race":
-        race(artifacts, name, int(rest[0]), int(rest[1]), float(rest[2]))
+        race(artifacts, name, int(rest[0]), int(rest[1]), Path(rest[2]), int(rest[3]))
     else:
         crash(artifacts, name)
