@@ -189,7 +189,7 @@ def gate_lines(manifest: dict[str, Any]) -> str:
     verdict = manifest.get("promotion")
     if not verdict:
         return "No gate verdict recorded."
-    lines = [f"**{'promoted' if verdict['promote'] else 'not promoted'}** — {verdict['reason']}",
+    lines = [f"**{verdict['reason']}**",
              f"(policy `{verdict['policy']}`, metric `{verdict['metric']}`, margin {verdict['margin']:g}, "
              f"compared with the {verdict['against']}"
              + (f" v{verdict['champion_version']}" if verdict.get("champion_version") else "") + ")"]
@@ -252,7 +252,8 @@ Plots (ROC, precision-recall, calibration or residuals): `model_card.html` in th
 
 def _md_table_html(markdown: str) -> str:
     """The card's markdown as HTML: headings, tables, bullets and paragraphs; that is all it uses."""
-    out, table, para = [], [], []
+    out: list[str] = []
+    block: list[str] = []
 
     def inline(text: str) -> str:
         text = html.escape(text)
@@ -262,34 +263,37 @@ def _md_table_html(markdown: str) -> str:
         return text
 
     def flush() -> None:
-        if table:
-            rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
+        if not block:
+            return
+        if block[0].startswith("|"):
+            rows = [r for r in block if not set(r.replace("|", "").strip()) <= {"-"}]
             cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
             head = "".join(f"<th>{inline(c)}</th>" for c in cells[0])
             body = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
             out.append(f"<table><tr>{head}</tr>{body}</table>")
-            table.clear()
-        if para:
-            text = " ".join(para)
-            out.append(f"<ul><li>{'</li><li>'.join(inline(x.strip()) for x in text.split(' - ') if x.strip())}"
-                       "</li></ul>" if text.startswith("- ") else f"<p>{inline(text)}</p>")
-            para.clear()
+        elif block[0].startswith("- "):
+            items: list[str] = []
+            for line in block:
+                if line.startswith("- "):
+                    items.append(line[2:].strip())
+                else:
+                    items[-1] += " " + line.strip()
+            out.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
+        else:
+            out.append(f"<p>{inline(' '.join(x.strip() for x in block))}</p>")
+        block.clear()
 
     for line in markdown.splitlines():
-        if line.startswith("|"):
-            if para:
-                flush()
-            table.append(line)
-        elif line.startswith("#"):
+        if line.startswith("#"):
             flush()
             level = len(line) - len(line.lstrip("#"))
             out.append(f"<h{level}>{inline(line.lstrip('#').strip())}</h{level}>")
         elif not line.strip():
             flush()
         else:
-            if table:
+            if block and block[0].startswith("|") != line.startswith("|"):
                 flush()
-            para.append(line.strip() if not line.startswith("- ") else " " + line.strip())
+            block.append(line)
     flush()
     return "\n".join(out)
 

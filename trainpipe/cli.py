@@ -115,10 +115,7 @@ def print_promotion(console: Any, result: dict[str, Any]) -> None:
     if not promotion:
         return
     colour = "green" if promotion.get("moved") else "yellow"
-    head = "promoted to champion" if promotion.get("moved") else "not promoted"
-    if result.get("reused"):
-        head = "champion unchanged"
-    console.print(f"[bold {colour}]{head}[/]: {promotion['reason']}")
+    console.print(f"[bold {colour}]{promotion['reason']}[/]")
     if result.get("drift_large_shifts"):
         console.print(f"[bold yellow]data drift:[/] large shift against the champion's training data in "
                       f"{', '.join(result['drift_large_shifts'])} (see the model card)")
@@ -224,15 +221,17 @@ def cmd_models(args: argparse.Namespace) -> int:
             manifest = registry.read_manifest(artifacts, name, versions[-1])
             metric = manifest["headline_metric"]
             rows.append({"model": name, "versions": len(versions), "latest": versions[-1], "task": manifest["task"],
-                         "metric": metric, "value": manifest["metrics"][metric], "created_at": manifest["created_at"]})
+                         "metric": metric, "value": manifest["metrics"][metric], "created_at": manifest["created_at"],
+                         "champion": registry.champion(artifacts, name)})
         if args.json:
             print(json.dumps(rows))
         elif not rows:
             print(f"no models in {artifacts}")
         else:
             for row in rows:
-                print(f"{row['model']}: {row['versions']} version(s), latest v{row['latest']} "
-                      f"({row['task']}, {row['metric']}={_fmt(row['value'])}, {row['created_at']})")
+                champion = f"champion v{row['champion']}" if row["champion"] else "no champion"
+                print(f"{row['model']}: {row['versions']} version(s), latest v{row['latest']}, {champion} "
+                      f"({row['task']}, latest {row['metric']}={_fmt(row['value'])}, {row['created_at']})")
         return 0
     if args.action in ("promote", "rollback"):
         return cmd_models_move(args, artifacts)
