@@ -20,7 +20,7 @@ from trainpipe import storage
 
 WORKER = Path(__file__).with_name("registry_worker.py")
 BUCKET = "trainpipe-registry"
-PROCESSES, ROUNDS = 4, 3
+PROCESSES, ROUNDS = 4, 2
 
 
 def free_port() -> int:
