@@ -149,3 +149,28 @@ def test_manual_promote_and_rollback_record_who_and_why(history, monkeypatch, ca
     assert "champion: v2" in shown[1] and "not promoted" in shown[1] and "v3 misbehaved" in shown[1]
     assert no_reason[0] == 2 and "--reason" in no_reason[2]
     assert registry.verify_registry(artifacts, "penguins") == []
+
+
+def test_attachments_are_copied_into_the_version_and_hashed(history, tmp_path: Path):
+    """The hook the tuning stage uses: train's result may name files to keep with the version."""
+    from trainpipe.errors import RegistryError
+
+    source = Path(history["runs"]["strong"]["uri"])
+    manifest = json.loads((source / "manifest.json").read_text())
+    evaluation = {**json.loads((source / "metrics.json").read_text()), "importance": []}
+    board = tmp_path / "leaderboard.json"
+    board.write_text('[{"trial": 0, "value": 0.05}]\n')
+    inputs = [str(source / f) for f in ("model.ubj", "transform.json", "contract.json", "validation_report.json")]
+
+    stored = registry.store_version(str(tmp_path / "art"), "tuned", manifest, evaluation, *inputs,
+                                    attachments={"leaderboard.json": str(board)})
+
+    folder = Path(stored["uri"])
+    saved = json.loads((folder / "manifest.json").read_text())
+    assert (folder / "leaderboard.json").read_bytes() == board.read_bytes()
+    assert saved["attachments"] == ["leaderboard.json"]
+    assert saved["files"]["leaderboard.json"] == storage.sha256_bytes(board.read_bytes())
+    with pytest.raises(RegistryError, match="attachment name 'model.ubj'"):
+        registry.store_version(str(tmp_path / "art2"), "tuned", manifest, evaluation, *inputs,
+                               attachments={"model.ubj": str(board)})
+    assert registry.list_versions(str(tmp_path / "art2"), "tuned") == []
