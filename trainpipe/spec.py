@@ -200,7 +200,7 @@ class PromotionSpec(_Spec):
             "(trainpipe models promote)."
         ),
     )
-    metric: Optional[str] = Field(
+    metric: Optional[Literal["auc", "logloss", "accuracy", "mlogloss", "rmse", "mae", "r2"]] = Field(
         default=None,
         description="Metric the gate compares (auc, logloss, accuracy, mlogloss, rmse, mae, r2). Empty: the "
                     "task's headline metric (auc, mlogloss or rmse).",
