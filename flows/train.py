@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.tune import tuning_subflow
+from tasks.card import plots_task
+from tasks.drift import drift_task
 from tasks.evaluate import evaluate_task
 from tasks.features import features_task
 from tasks.ingest import fingerprint_task, ingest_task
+from tasks.promote import gate_task, promote_task
 from tasks.registry import contract_ref_task, store_task
 from tasks.split import split_task
 from tasks.train import train_task
@@ -32,8 +35,11 @@ def run_stage(stages: dict[str, Any], name: str, stage: Any, *args: Any) -> dict
 
 @flow(name="trainpipe-train", task_runner=ThreadPoolTaskRunner(max_workers=2), persist_result=True,
       result_serializer="json")
-def train_flow(spec: TrainSpec) -> dict[str, Any]:
-    """Train, evaluate and store one model version from raw tabular data."""
+def train_flow(spec: TrainSpec, trigger: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Train, evaluate and store one model version from raw tabular data; promote it if it passes the gate.
+
+    `trigger` (the event that started the run, when there is one) is recorded in the lineage and audit log.
+    """
     logger = get_run_logger()
     artifacts = storage.normalize_root(spec.artifacts)
     stages: dict[str, Any] = {}
@@ -53,9 +59,17 @@ def train_flow(spec: TrainSpec) -> dict[str, Any]:
     model = run_stage(stages, "train", train_task, matrices, validated["task"], n_classes or None,
                       tuned_xgboost(spec.xgboost, tuned), spec.seed, artifacts, tuned)
     evaluation = run_stage(stages, "evaluate", evaluate_task, matrices, model, validated["task"], n_classes)
-    stored = store_task(spec, sources, snapshot, validated, parts, matrices, model, evaluation, stages)
-    logger.info("model %s version %s at %s%s", spec.name, stored["version"], stored["uri"],
-                " (identical to a stored version: reused)" if stored["reused"] else "")
+    classes = validated["classes"]
+    verdict = gate_task(artifacts, spec.name, spec.promotion, spec.seed, parts, matrices, model, validated["task"],
+                        classes)
+    drift = drift_task(artifacts, spec.name, parts, [spec.target, *spec.id_columns], verdict["champion_version"])
+    plots = plots_task(matrices, model, validated["task"], classes)
+    stored = store_task(spec, sources, snapshot, validated, parts, matrices, model, evaluation, stages,
+                        verdict=verdict, drift=drift, plots=plots, trigger=trigger)
+    promotion = promote_task(artifacts, spec.name, spec.promotion, spec.seed, stored, verdict, parts, matrices,
+                             model, validated["task"], classes, trigger)
+    logger.info("model %s version %s at %s%s; %s", spec.name, stored["version"], stored["uri"],
+                " (identical to a stored version: reused)" if stored["reused"] else "", promotion["reason"])
     return {
         "model": spec.name,
         "version": stored["version"],
@@ -74,6 +88,10 @@ def train_flow(spec: TrainSpec) -> dict[str, Any]:
         "data_fingerprint": sources["fingerprint"],
         "stages": stages,
         "tuning": model.get("tuning"),
+        "promoted": promotion["moved"],
+        "promotion": {k: promotion.get(k) for k in ("promote", "moved", "reason", "policy", "metric", "against",
+                                                     "champion_version", "evidence", "audit_seq")},
+        "drift_large_shifts": ((drift.get("drift") or {}).get("large_shifts") or []),
     }
 
 

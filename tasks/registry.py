@@ -5,14 +5,16 @@ transform, data contract, metrics, validation report, feature importance, model 
 manifest. A version number is claimed with a create-only write of `_CLAIM`; the files are
 written next; `_COMMITTED` is written last. Readers list only committed versions, so a run
 that dies half-way leaves nothing visible, and two runs never get the same number.
+
+After the commit, a `version_published` record goes to the model's audit log
+(`tasks/audit.py`), which also holds the gate verdicts and every alias move: the
+champion and the other aliases are read from it, and moved on it by compare-and-swap.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
-import os
 import re
 import time
 from collections.abc import Callable
@@ -22,12 +24,18 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment, flow_run
 
+from tasks import audit
+from tasks.audit import whoami
+from tasks.card import model_card, model_card_html
 from tasks.common import TRANSIENT_RETRIES
+from tasks.drift import PROFILE_FILE
 from tasks.validate import contract_origin
 from trainpipe import storage
 from trainpipe.errors import RegistryError
-from trainpipe.provenance import code_version, package_versions
+from trainpipe.provenance import code_version, dependency_set, package_versions
 from trainpipe.spec import NAME_PATTERN, TrainSpec
+
+__all__ = ["model_card", "whoami"]
 
 CLAIM, COMMITTED, MANIFEST = "_CLAIM", "_COMMITTED", "manifest.json"
 MANIFEST_FORMAT = 1
@@ -114,8 +122,10 @@ def find_identical(artifacts: str, name: str, identity: dict[str, str]) -> Optio
 def publish_version(
     artifacts: str, name: str, files: dict[str, bytes], manifest: dict[str, Any],
     render_card: Optional[Callable[[dict[str, Any]], str]] = None,
+    render_extra: Optional[Callable[[dict[str, Any]], dict[str, bytes]]] = None,
 ) -> tuple[int, str]:
-    """Claim the next version number, write the files and manifest, then commit; returns (version, uri)."""
+    """Claim the next version number, write the files and manifest, commit, then log the publication;
+    returns (version, uri). `render_card`/`render_extra` make files from the full manifest (the card)."""
     version = (claimed_versions(artifacts, name) or [0])[-1] + 1
     claim = storage.dumps_json({"claimed_at": now_iso(), "flow_run_id": manifest.get("prefect", {}).get("flow_run_id")})
     while not storage.create_only(storage.join(version_uri(artifacts, name, version), CLAIM), claim):
@@ -128,9 +138,15 @@ def publish_version(
     full = {**manifest, "model": name, "version": version, "uri": folder, "files": hashes}
     if render_card is not None:
         storage.write_bytes(storage.join(folder, "model_card.md"), render_card(full).encode())
+    for filename, data in (render_extra(full) if render_extra is not None else {}).items():
+        storage.write_bytes(storage.join(folder, filename), data)
     storage.write_json(storage.join(folder, MANIFEST), full)
-    storage.write_json(storage.join(folder, COMMITTED), {"committed_at": now_iso(), "manifest_sha256":
-                       storage.sha256_bytes(storage.dumps_json(full))})
+    manifest_sha = storage.sha256_bytes(storage.dumps_json(full))
+    storage.write_json(storage.join(folder, COMMITTED), {"committed_at": now_iso(), "manifest_sha256": manifest_sha})
+    audit.append(artifacts, name, "version_published", {
+        "version": version, "model_sha256": full.get("model_sha256"), "manifest_sha256": manifest_sha,
+        "flow_run_id": full.get("prefect", {}).get("flow_run_id"),
+        "trigger": (full.get("lineage") or {}).get("trigger")})
     return version, folder
 
 
@@ -138,54 +154,13 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def whoami() -> str:
-    return os.environ.get("TRAINPIPE_USER") or os.environ.get("USER") or getpass.getuser()
-
-
-def fmt_metric(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def model_card(manifest: dict[str, Any]) -> str:
-    """A markdown summary of a version for reviewers (also shown as a Prefect artifact)."""
-    rows = "\n".join(
-        f"| {k} | {fmt_metric(v)} | {fmt_metric(manifest['baseline_metrics'].get(k))} |"
-        for k, v in manifest["metrics"].items()
-    )
-    top = "\n".join(f"| {r['feature']} | {r['gain_share']:.3f} | {r['splits']} |" for r in manifest["importance_top"])
-    data = manifest["data"]
-    dropped = "".join(f"\n- dropped `{d['column']}`: {d['reason']}" for d in manifest["features"]["dropped"])
-    return f"""# {manifest['model']} v{manifest['version']}
-
-- task: **{manifest['task']}** ({manifest['task_reason']}), target `{manifest['target']}`
-- data: {len(data['sources'])} file(s), fingerprint `{data['fingerprint'][:16]}`; rows train/valid/test
-  {data['rows']['train']}/{data['rows']['valid']}/{data['rows']['test']} ({data['split_method']} split);
-  {data['dropped_null_target']} row(s) dropped for a null target
-- model: XGBoost hist, {manifest['training']['best_iteration'] + 1} rounds (early stopping on
-  {manifest['training']['validation_metric']}), sha256 `{manifest['model_sha256'][:16]}`
-- code: {manifest['code']['git_commit'] or 'no git'}{' (dirty)' if manifest['code']['git_dirty'] else ''},
-  source `{manifest['code']['source_sha256'][:16]}`; Prefect run `{manifest['prefect']['flow_run_id']}`{dropped}
-
-## Holdout metrics
-
-| metric | model | trivial baseline |
-|---|---|---|
-{rows}
-
-## Most important features (share of total gain)
-
-| feature | gain share | splits |
-|---|---|---|
-{top}
-"""
-
-
 def build_manifest(
     spec: TrainSpec, sources: dict[str, Any], snapshot: dict[str, Any], validated: dict[str, Any],
     parts: dict[str, Any], matrices: dict[str, Any], model: dict[str, Any], evaluation: dict[str, Any],
-    stages: dict[str, Any],
+    stages: dict[str, Any], verdict: Optional[dict[str, Any]] = None, drift: Optional[dict[str, Any]] = None,
+    trigger: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
-    """Everything a version must answer: data, code, parameters, run, trigger, results."""
+    """Everything a version must answer: data, code, parameters, run, trigger, results, gate verdict, drift."""
     spec_json = spec.model_dump(mode="json")
     return {
         "format": MANIFEST_FORMAT,
@@ -228,15 +203,23 @@ def build_manifest(
             "parameters_from": "deployment" if deployment.id else "direct call",
         },
         "stages": stages,
+        "lineage": {"dependencies": dependency_set(), "trigger": trigger},
+        "promotion": verdict,
+        "drift": drift,
     }
 
 
 def store_version(
     artifacts: str, name: str, manifest: dict[str, Any], evaluation: dict[str, Any],
     model_uri: str, transform_uri: str, contract_uri: str, report_uri: str,
-    attachments: Optional[dict[str, str]] = None,
+    attachments: Optional[dict[str, str]] = None, profile: Optional[dict[str, Any]] = None,
+    plots: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
-    """Publish a version unless an identical one exists; returns version, URI and whether it was reused."""
+    """Publish a version unless an identical one exists; returns version, URI and whether it was reused.
+
+    `attachments` ({filename: uri}, e.g. a tuning leaderboard) are copied into the version folder
+    before the commit and hashed in the manifest like every other file.
+    """
     existing = find_identical(artifacts, name, manifest["identity"])
     if existing is not None:
         return {"version": existing, "uri": version_uri(artifacts, name, existing), "reused": True}
@@ -249,8 +232,16 @@ def store_version(
                                                                          "headline_metric", "test_rows")}),
         "feature_importance.json": storage.dumps_json(evaluation["importance"]),
     }
-    files.update({filename: storage.read_bytes(uri) for filename, uri in (attachments or {}).items()})
-    version, folder = publish_version(artifacts, name, files, manifest, render_card=model_card)
+    if profile is not None:
+        files[PROFILE_FILE] = storage.dumps_json(profile)
+    for filename, uri in sorted((attachments or {}).items()):
+        if "/" in filename or filename in files or filename.startswith("_") or filename in (MANIFEST, CLAIM):
+            raise RegistryError(f"attachment name {filename!r} is not a plain, unused file name")
+        files[filename] = storage.read_bytes(uri)
+    manifest = {**manifest, "attachments": sorted(attachments or {})}
+    version, folder = publish_version(
+        artifacts, name, files, manifest, render_card=model_card,
+        render_extra=lambda full: {"model_card.html": model_card_html(full, plots).encode()})
     return {"version": version, "uri": folder, "reused": False}
 
 
@@ -258,14 +249,16 @@ def store_version(
 def store_task(
     spec: TrainSpec, sources: dict[str, Any], snapshot: dict[str, Any], validated: dict[str, Any],
     parts: dict[str, Any], matrices: dict[str, Any], model: dict[str, Any], evaluation: dict[str, Any],
-    stages: dict[str, Any],
+    stages: dict[str, Any], verdict: Optional[dict[str, Any]] = None, drift: Optional[dict[str, Any]] = None,
+    plots: Optional[dict[str, Any]] = None, trigger: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     artifacts = storage.normalize_root(spec.artifacts)
-    manifest = build_manifest(spec, sources, snapshot, validated, parts, matrices, model, evaluation, stages)
+    manifest = build_manifest(spec, sources, snapshot, validated, parts, matrices, model, evaluation, stages,
+                              verdict=verdict, drift=(drift or {}).get("drift"), trigger=trigger)
     result = store_version(artifacts, spec.name, manifest, evaluation, model["model_uri"],
                            matrices["transform_uri"], validated["contract_uri"], validated["report_uri"],
-                           model.get("attachments"))
+                           attachments=model.get("attachments"), profile=(drift or {}).get("profile"), plots=plots)
     card = storage.read_bytes(storage.join(result["uri"], "model_card.md")).decode()
     create_markdown_artifact(key="model-summary", markdown=card, description=f"{spec.name} v{result['version']}")
     return {**result, "seconds": round(time.perf_counter() - started, 3)}
@@ -279,3 +272,93 @@ def contract_ref_task(
     """Never cached: a newly published version must be seen by the next run."""
     origin = contract_origin(snapshot["fingerprint"], target, task_type, id_columns, drop_columns)
     return latest_contract_ref(artifacts, name, origin)
+
+
+# --- aliases, manual control, verification ------------------------------------------------------
+
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+
+
+def aliases(artifacts: str, name: str) -> dict[str, int]:
+    """Alias -> version (`champion` among them when there is one), from the audit log."""
+    return audit.current_aliases(audit.read_log(artifacts, name))
+
+
+def champion(artifacts: str, name: str) -> Optional[int]:
+    return aliases(artifacts, name).get(audit.CHAMPION)
+
+
+def alias_history(artifacts: str, name: str, alias: Optional[str] = None) -> list[dict[str, Any]]:
+    """Every move of an alias (of every alias when None), oldest first."""
+    return audit.alias_moves(audit.read_log(artifacts, name), alias)
+
+
+def set_alias(artifacts: str, ref: str, alias: str, reason: str, by: Optional[str] = None) -> dict[str, Any]:
+    """Point `alias` (`champion` included: a manual promotion) at NAME:VERSION, recording who and why."""
+    if not re.match(ALIAS_PATTERN, alias):
+        raise RegistryError(f"bad alias {alias!r}: lowercase letters, digits, '-' and '_', starting with a letter")
+    if not reason.strip():
+        raise RegistryError("a reason is required (--reason TEXT)")
+    name, version = parse_ref(ref)
+    if version is None:
+        raise RegistryError(f"name the version to point {alias!r} at: {name}:VERSION")
+    resolve_version(artifacts, ref)
+    kind = "manual_promote" if alias == audit.CHAMPION else "manual"
+
+    def decide(current: Optional[int], records: list[dict[str, Any]]) -> tuple[Optional[int], dict[str, Any]]:
+        if current == version:
+            return None, {"reason": f"{alias} is already v{version}"}
+        return version, {"reason": reason}
+
+    move, evidence = audit.move_alias_if(artifacts, name, alias, decide,
+                                         {"kind": kind, "reason": reason, "by": by or whoami()})
+    return {"model": name, "alias": alias, "version": version, "moved": move is not None,
+            "from_version": move["from_version"] if move else version, "reason": evidence["reason"],
+            "audit_seq": move["seq"] if move else None}
+
+
+def rollback(artifacts: str, name: str, reason: str, by: Optional[str] = None) -> dict[str, Any]:
+    """Give `champion` back to the version it held before the current one (promotions push, rollbacks pop)."""
+    parse_ref(name)
+    if not reason.strip():
+        raise RegistryError("a reason is required (--reason TEXT)")
+    outcome: dict[str, Any] = {}
+
+    def decide(current: Optional[int], records: list[dict[str, Any]]) -> tuple[Optional[int], dict[str, Any]]:
+        stack = audit.champion_stack(records)
+        if current is None:
+            raise RegistryError(f"model {name!r} has no champion to roll back")
+        if len(stack) < 2:
+            raise RegistryError(f"champion v{current} of {name!r} has no earlier champion to roll back to")
+        outcome["from"] = current
+        return stack[-2], {"reason": reason}
+
+    move, _ = audit.move_alias_if(artifacts, name, audit.CHAMPION, decide,
+                                  {"kind": "rollback", "reason": reason, "by": by or whoami()})
+    assert move is not None
+    return {"model": name, "alias": audit.CHAMPION, "version": move["version"], "from_version": outcome["from"],
+            "reason": reason, "audit_seq": move["seq"], "moved": True}
+
+
+def verify_registry(artifacts: str, name: str) -> list[str]:
+    """Problems in the audit log's chain, and disagreements between the log and the committed versions."""
+    problems = audit.verify_log(artifacts, name)
+    records = audit.read_log(artifacts, name)
+    committed = set(list_versions(artifacts, name))
+    published: dict[int, dict[str, Any]] = {}
+    for record in records:
+        if record.get("event") == "version_published":
+            published[record["version"]] = record
+    for version in sorted(committed - set(published)):
+        problems.append(f"version {version} is committed but the audit log has no record of its publication")
+    for version in sorted(set(published) - committed):
+        problems.append(f"the audit log records version {version} as published, but it is not committed")
+    for version in sorted(committed & set(published)):
+        manifest = storage.dumps_json(read_manifest(artifacts, name, version))
+        if storage.sha256_bytes(manifest) != published[version]["manifest_sha256"]:
+            problems.append(f"the manifest of version {version} differs from the one recorded at publication")
+    for move in audit.alias_moves(records):
+        if move.get("version") is not None and move["version"] not in committed:
+            problems.append(f"alias record {move.get('seq')} points {move['alias']!r} at uncommitted "
+                            f"version {move['version']}")
+    return problems

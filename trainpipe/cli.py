@@ -1,7 +1,8 @@
-"""The `trainpipe` command: train, predict, models list/show.
+"""The `trainpipe` command: train, predict, models list/show/promote/rollback, audit verify, reproduce.
 
 Exit codes: 0 success, 1 unexpected failure, 2 bad spec or option, 3 unreadable or
-unsuitable data, 4 data-contract violation, 5 missing model or version.
+unsuitable data, 4 data-contract violation, 5 missing model or version, 6 tuning
+produced no usable trial, 7 audit log does not verify or a version was not reproduced.
 """
 
 from __future__ import annotations
@@ -107,6 +108,18 @@ def print_train_summary(result: dict[str, Any]) -> None:
     stages = ", ".join(f"{n} " + ("cached" if s["cached"] else f"{s['seconds']:.2f}s")
                        for n, s in result["stages"].items())
     console.print(f"stages: {stages}")
+    print_promotion(console, result)
+
+
+def print_promotion(console: Any, result: dict[str, Any]) -> None:
+    promotion = result.get("promotion")
+    if not promotion:
+        return
+    colour = "green" if promotion.get("moved") else "yellow"
+    console.print(f"[bold {colour}]{promotion['reason']}[/]")
+    if result.get("drift_large_shifts"):
+        console.print(f"[bold yellow]data drift:[/] large shift against the champion's training data in "
+                      f"{', '.join(result['drift_large_shifts'])} (see the model card)")
 
 
 def print_tuning_line(console: Any, tuning: Optional[dict[str, Any]]) -> None:
@@ -219,16 +232,20 @@ def cmd_models(args: argparse.Namespace) -> int:
             manifest = registry.read_manifest(artifacts, name, versions[-1])
             metric = manifest["headline_metric"]
             rows.append({"model": name, "versions": len(versions), "latest": versions[-1], "task": manifest["task"],
-                         "metric": metric, "value": manifest["metrics"][metric], "created_at": manifest["created_at"]})
+                         "metric": metric, "value": manifest["metrics"][metric], "created_at": manifest["created_at"],
+                         "champion": registry.champion(artifacts, name)})
         if args.json:
             print(json.dumps(rows))
         elif not rows:
             print(f"no models in {artifacts}")
         else:
             for row in rows:
-                print(f"{row['model']}: {row['versions']} version(s), latest v{row['latest']} "
-                      f"({row['task']}, {row['metric']}={_fmt(row['value'])}, {row['created_at']})")
+                champion = f"champion v{row['champion']}" if row["champion"] else "no champion"
+                print(f"{row['model']}: {row['versions']} version(s), latest v{row['latest']}, {champion} "
+                      f"({row['task']}, latest {row['metric']}={_fmt(row['value'])}, {row['created_at']})")
         return 0
+    if args.action in ("promote", "rollback"):
+        return cmd_models_move(args, artifacts)
     if not args.ref:
         raise SpecError("models show needs NAME[:VERSION]")
     name, version = registry.resolve_version(artifacts, args.ref)
@@ -249,7 +266,100 @@ def cmd_models(args: argparse.Namespace) -> int:
         headline = "  <- headline" if metric == manifest["headline_metric"] else ""
         print(f"  {metric}: {_fmt(manifest['metrics'][metric])} "
               f"(baseline {_fmt(manifest['baseline_metrics'][metric])}){headline}")
-    print(f"  model card: {manifest['uri']}/model_card.md")
+    print(f"  model card: {manifest['uri']}/model_card.md (plots: model_card.html)")
+    print_registry_state(artifacts, name, version, manifest)
+    return 0
+
+
+def print_registry_state(artifacts: str, name: str, version: int, manifest: dict[str, Any]) -> None:
+    """Champion, aliases, this version's gate verdict and the latest alias moves."""
+    from tasks import registry
+
+    aliases = registry.aliases(artifacts, name)
+    champion = aliases.get("champion")
+    others = ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items()) if a != "champion")
+    print(f"  champion: {'v' + str(champion) if champion else 'none'}"
+          f"{' (this version)' if champion == version else ''}{'; aliases: ' + others if others else ''}")
+    verdict = manifest.get("promotion")
+    if verdict:
+        print(f"  gate at training: {verdict['reason']}")
+    for move in registry.alias_history(artifacts, name)[-5:]:
+        came = f"v{move['from_version']}" if move.get("from_version") else "none"
+        print(f"  {move['at']} {move['alias']}: {came} -> v{move['version']} ({move.get('kind')}) by {move['by']}: "
+              f"{move.get('reason') or ''}")
+
+
+def cmd_models_move(args: argparse.Namespace, artifacts: str) -> int:
+    """models promote NAME:VERSION --reason TEXT [--alias A]; models rollback NAME [--reason TEXT]."""
+    from tasks import registry
+
+    if not args.ref:
+        raise SpecError(f"models {args.action} needs {'NAME:VERSION' if args.action == 'promote' else 'NAME'}")
+    if args.action == "promote":
+        if not args.reason:
+            raise SpecError("models promote needs --reason TEXT (it is recorded in the audit log)")
+        moved = registry.set_alias(artifacts, args.ref, args.alias or "champion", args.reason)
+    else:
+        name, version = registry.parse_ref(args.ref)
+        if version is not None:
+            raise SpecError("models rollback takes a model NAME, not NAME:VERSION")
+        moved = registry.rollback(artifacts, name, args.reason or "rollback (no reason given)")
+    if args.json:
+        print(json.dumps(moved))
+    elif moved["moved"]:
+        print(f"{moved['model']}: {moved['alias']} v{moved['from_version'] or '-'} -> v{moved['version']} "
+              f"(audit record {moved['audit_seq']}): {moved['reason']}")
+    else:
+        print(f"{moved['model']}: {moved['reason']}; nothing changed")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from tasks import audit, registry
+    from trainpipe.errors import IntegrityError
+
+    artifacts = _artifacts(args)
+    name, _ = registry.parse_ref(args.name)
+    records = audit.read_log(artifacts, name)
+    if not records and not registry.list_versions(artifacts, name):
+        raise registry.RegistryError(f"no audit log or model named {name!r} in {artifacts}")
+    if args.action == "log":
+        for record in records:
+            print(json.dumps(record) if args.json else
+                  f"{record['seq']:>5} {record['at']} {record['event']:<17} v{record.get('version')} by "
+                  f"{record['by']}: {record.get('reason') or (record.get('verdict') or {}).get('reason') or ''}")
+        return 0
+    problems = registry.verify_registry(artifacts, name)
+    if args.json:
+        print(json.dumps({"model": name, "records": len(records), "ok": not problems, "problems": problems}))
+    if problems:
+        raise IntegrityError(f"audit log of {name!r} does not verify ({len(problems)} problem(s)):\n  "
+                             + "\n  ".join(problems))
+    if not args.json:
+        print(f"{name}: audit log intact ({len(records)} records, chain and versions agree)")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from trainpipe.errors import IntegrityError
+
+    artifacts = _artifacts(args)
+    _prepare_prefect()
+    from tasks.reproduce import reproduce
+
+    with contextlib.redirect_stdout(sys.stderr):
+        report = reproduce(artifacts, args.ref, args.tolerance)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['model']} v{report['version']}: {'reproduced' if report['reproduced'] else 'NOT reproduced'}"
+              f" - {report['reason']}")
+        diffs = report["differences"]
+        if diffs["source_changed"] or diffs["dependencies_changed"]:
+            print(f"note: since then the source code {'changed' if diffs['source_changed'] else 'is the same'}"
+                  f" and the pinned dependencies {'changed' if diffs['dependencies_changed'] else 'are the same'}")
+    if not report["reproduced"]:
+        raise IntegrityError(f"{report['model']}:{report['version']} was not reproduced: {report['reason']}")
     return 0
 
 
@@ -281,12 +391,29 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=cmd_predict)
 
-    models = sub.add_parser("models", help="list models or show a version")
-    models.add_argument("action", choices=["list", "show"])
+    models = sub.add_parser("models", help="list models, show a version, promote or roll back by hand")
+    models.add_argument("action", choices=["list", "show", "promote", "rollback"])
     models.add_argument("ref", nargs="?", metavar="NAME[:VERSION]")
     models.add_argument("--artifacts", metavar="URI")
+    models.add_argument("--reason", help="why (promote, rollback): recorded in the audit log with who")
+    models.add_argument("--alias", help="promote: move this alias instead of champion")
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
+
+    audit = sub.add_parser("audit", help="verify or print a model's audit log")
+    audit.add_argument("action", choices=["verify", "log"])
+    audit.add_argument("name", metavar="NAME")
+    audit.add_argument("--artifacts", metavar="URI")
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(func=cmd_audit)
+
+    reproduce = sub.add_parser("reproduce", help="re-train a version from its manifest and compare the model")
+    reproduce.add_argument("ref", metavar="NAME:VERSION")
+    reproduce.add_argument("--artifacts", metavar="URI")
+    reproduce.add_argument("--tolerance", type=float, default=1e-6,
+                           help="largest raw-score difference accepted when the model files differ (default 1e-6)")
+    reproduce.add_argument("--json", action="store_true")
+    reproduce.set_defaults(func=cmd_reproduce)
     return parser
 
 

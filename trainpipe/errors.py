@@ -39,3 +39,9 @@ class TuningError(TrainpipeError):
     """Hyperparameter tuning could not produce a usable trial, or its storage is unusable."""
 
     exit_code = 6
+
+
+class IntegrityError(TrainpipeError):
+    """The audit trail does not verify, or a version could not be reproduced."""
+
+    exit_code = 7

@@ -78,3 +78,14 @@ def stage_key(stage: str, inputs: dict[str, Any]) -> str:
     payload = {"stage": stage, "code": source_hash(), "inputs": canonical(inputs)}
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=1)
+def dependency_set() -> dict[str, Any]:
+    """The pinned dependency set the project installs with: sha256 of constraints.txt and its pins."""
+    path = PROJECT_ROOT / "constraints.txt"
+    if not path.exists():
+        return {"file": None, "sha256": None, "pins": []}
+    data = path.read_bytes()
+    pins = [line.strip() for line in data.decode().splitlines() if line.strip() and not line.startswith("#")]
+    return {"file": "constraints.txt", "sha256": hashlib.sha256(data).hexdigest(), "pins": pins}

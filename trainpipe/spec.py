@@ -245,6 +245,35 @@ class TuningSpec(_Spec):
         return value
 
 
+class PromotionSpec(_Spec):
+    policy: Literal["gate", "always", "never"] = Field(
+        default="gate",
+        description=(
+            "gate: the new version becomes champion only if it beats the current champion (re-scored on the new "
+            "holdout) by the margin and the bootstrap interval rules out a regression; the first version must beat "
+            "the trivial baseline that way. always: every new version becomes champion. never: only by hand "
+            "(trainpipe models promote)."
+        ),
+    )
+    metric: Optional[Literal["auc", "logloss", "accuracy", "mlogloss", "rmse", "mae", "r2"]] = Field(
+        default=None,
+        description="Metric the gate compares (auc, logloss, accuracy, mlogloss, rmse, mae, r2). Empty: the "
+                    "task's headline metric (auc, mlogloss or rmse).",
+    )
+    margin: float = Field(
+        default=0.0, ge=0,
+        description="How much better (in the metric's units) the new version must be on the holdout to be promoted.",
+    )
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1,
+        description="Confidence of the paired bootstrap interval of the metric difference; its lower end must "
+                    "be above zero (no regression).",
+    )
+    bootstrap_samples: int = Field(
+        default=1000, ge=100, le=100_000, description="Bootstrap resamples of the holdout rows."
+    )
+
+
 class TrainSpec(_Spec):
     """Everything that decides what a training run produces."""
 
@@ -264,6 +293,7 @@ class TrainSpec(_Spec):
     split: SplitSpec = Field(default_factory=SplitSpec)
     xgboost: XGBoostSpec = Field(default_factory=XGBoostSpec)
     tuning: TuningSpec = Field(default_factory=TuningSpec)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     artifacts: str = Field(
         default_factory=default_artifacts_uri,
         description="Artifact store root (local path, file:// or s3://). Default: $TRAINPIPE_ARTIFACTS or ./artifacts.",

@@ -87,13 +87,20 @@ def create_only(uri: str, data: bytes) -> bool:
     """Write an object only if none exists there; False when it already did."""
     fs, path = get_fs(uri)
     if isinstance(fs, LocalFileSystem):
+        # Written under a temporary name, then hard-linked into place: link() fails if the name
+        # exists, and a reader never sees the object before all of its bytes are there.
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(tmp, path)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        finally:
+            os.unlink(tmp)
         return True
     try:
         fs.pipe_file(path, data, mode="create")

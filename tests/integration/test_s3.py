@@ -66,6 +66,11 @@ def test_train_and_predict_with_s3_data_and_store(s3_endpoint, penguins_csv: Pat
     assert all(s["content"].startswith("etag:") for s in manifest["data"]["sources"])
     assert sum(first["rows"].values()) == frame.height
     assert second["reused"] and second["stages"]["train"]["cached"]
+    # the gate, champion move and audit trail on S3: promoted once (against the baseline), never twice
+    assert first["promoted"] and not second["promoted"]
+    assert registry.champion(artifacts, "penguins-s3") == 1
+    assert registry.verify_registry(artifacts, "penguins-s3") == []
+    assert fs.exists(f"{BUCKET}/store/models/penguins-s3/versions/1/model_card.html")
 
     fs.pipe_file(f"{BUCKET}/score/new.ndjson", frame.head(10).drop("species").write_ndjson().encode())
     out = f"s3://{BUCKET}/score/predictions.parquet"

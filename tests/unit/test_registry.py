@@ -143,3 +143,56 @@ def test_latest_contract_ref(tmp_path):
     # a contract inferred from exactly this origin is not handed back
     assert latest_contract_ref(root, "churn", origin="o2") is None
     assert latest_contract_ref(root, "churn", origin="o1") is not None
+
+
+def test_publish_logs_the_version_and_aliases_move_with_history(tmp_path):
+    from tasks.registry import alias_history, aliases, champion, rollback, set_alias, verify_registry
+
+    root = str(tmp_path)
+    for identity in ("a", "b", "c"):
+        publish(root, identity=identity)
+    assert champion(root, "churn") is None
+    set_alias(root, "churn:1", "champion", "first", by="ann")
+    set_alias(root, "churn:3", "champion", "better", by="ann")
+    set_alias(root, "churn:2", "shadow", "compare", by="bob")
+    unchanged = set_alias(root, "churn:2", "shadow", "again", by="bob")
+
+    assert not unchanged["moved"]
+    assert aliases(root, "churn") == {"champion": 3, "shadow": 2}
+    back = rollback(root, "churn", "3 misbehaves", by="cy")
+    assert (back["from_version"], back["version"]) == (3, 1)
+    assert [(m["alias"], m["version"], m["by"]) for m in alias_history(root, "churn")] == [
+        ("champion", 1, "ann"), ("champion", 3, "ann"), ("shadow", 2, "bob"), ("champion", 1, "cy")]
+    with pytest.raises(RegistryError, match="no earlier champion"):
+        rollback(root, "churn", "again")
+    assert verify_registry(root, "churn") == []
+
+
+@pytest.mark.parametrize(("ref", "alias", "reason", "message"), [
+    ("churn", "champion", "r", "name the version"),
+    ("churn:9", "champion", "r", "no version 9"),
+    ("churn:1", "Bad Alias", "r", "bad alias"),
+    ("churn:1", "champion", " ", "reason is required"),
+])
+def test_set_alias_rejects_bad_requests(tmp_path, ref, alias, reason, message):
+    from tasks.registry import set_alias
+
+    publish(str(tmp_path))
+    with pytest.raises(RegistryError, match=message):
+        set_alias(str(tmp_path), ref, alias, reason)
+
+
+def test_verify_registry_notices_a_version_missing_from_the_log(tmp_path):
+    from tasks import audit
+    from tasks.registry import verify_registry
+
+    root = str(tmp_path)
+    publish(root, identity="a")
+    storage.write_bytes(storage.join(version_uri(root, "churn", 2), CLAIM), b"{}")
+    storage.write_json(storage.join(version_uri(root, "churn", 2), MANIFEST), {"identity": {}})
+    storage.write_json(storage.join(version_uri(root, "churn", 2), COMMITTED), {})  # committed behind the log
+    audit.append(root, "churn", "alias_moved", {"alias": "champion", "version": 5, "from_version": None})
+
+    problems = verify_registry(root, "churn")
+    assert any("version 2 is committed but the audit log has no record" in p for p in problems)
+    assert any("uncommitted version 5" in p for p in problems)

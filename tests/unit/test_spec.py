@@ -175,3 +175,17 @@ def test_spec_file_without_name_takes_it_from_the_data(tmp_path):
     path.write_text("target: y\n")
     spec = load_spec(str(path), {"data": {"uris": ["data/cars-2024.csv"]}})
     assert spec.name == "cars-2024"
+
+
+def test_promotion_defaults_and_bad_fields_are_named():
+    from trainpipe.errors import SpecError
+    from trainpipe.spec import parse_spec
+
+    base = {"name": "m", "data": {"uris": ["x.csv"]}, "target": "y"}
+    promotion = parse_spec(base).promotion
+    assert (promotion.policy, promotion.metric, promotion.margin, promotion.confidence,
+            promotion.bootstrap_samples) == ("gate", None, 0.0, 0.95, 1000)
+    with pytest.raises(SpecError) as raised:
+        parse_spec({**base, "promotion": {"metric": "f1", "confidence": 1.5, "policy": "sometimes"}})
+    message = str(raised.value)
+    assert "promotion.metric" in message and "promotion.confidence" in message and "promotion.policy" in message

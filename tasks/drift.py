@@ -1,0 +1,136 @@
+"""Drift: how a new version's training data differs from the champion's.
+
+Every version stores a compact profile of its training rows (`data_profile.json`): per
+column the null rate, decile edges and bin shares for numbers, level shares for
+categories. A new run bins its own training rows on the champion's edges and levels and
+reports per feature the population stability index (PSI), the null-rate change and new
+or vanished categories, so a reviewer sees whether retraining follows a real change or
+chases broken data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import polars as pl
+from prefect import task
+
+from tasks.common import TRANSIENT_RETRIES
+from trainpipe import storage
+
+PROFILE_FILE = "data_profile.json"
+BINS = 10
+MAX_LEVELS = 200
+EPS = 1e-4
+# Usual reading of PSI: below 0.1 stable, 0.1-0.25 moderate shift, above 0.25 large shift.
+PSI_MODERATE, PSI_LARGE = 0.1, 0.25
+OTHER = "__other__"
+
+
+def _is_numeric(dtype: pl.DataType) -> bool:
+    return dtype.is_numeric() and dtype != pl.Boolean
+
+
+def column_profile(series: pl.Series) -> dict[str, Any]:
+    n = series.len()
+    nulls = series.null_count()
+    profile: dict[str, Any] = {"rows": n, "null_rate": nulls / n if n else 0.0}
+    values = series.drop_nulls()
+    if _is_numeric(series.dtype):
+        numbers = values.cast(pl.Float64).to_numpy()
+        numbers = numbers[np.isfinite(numbers)]
+        edges = np.unique(np.quantile(numbers, np.linspace(0, 1, BINS + 1)[1:-1])) if len(numbers) else []
+        profile.update(kind="numeric", edges=[float(e) for e in edges],
+                       shares=bin_shares(numbers, list(map(float, edges))))
+    else:
+        counts = values.cast(pl.String).value_counts(sort=True, name="n").head(MAX_LEVELS)
+        total = max(len(values), 1)
+        shares = {str(v): c / total for v, c in zip(counts.get_column(values.name).to_list(),
+                                                     counts.get_column("n").to_list(), strict=True)}
+        rest = 1.0 - sum(shares.values())
+        if rest > 1e-12:
+            shares[OTHER] = rest
+        profile.update(kind="categorical", shares=shares)
+    return profile
+
+
+def bin_shares(numbers: np.ndarray, edges: list[float]) -> list[float]:
+    """Shares of values per bin (bins split at `edges`, right-closed), len(edges) + 1 of them."""
+    if len(numbers) == 0:
+        return [0.0] * (len(edges) + 1)
+    counts = np.bincount(np.searchsorted(np.asarray(edges), numbers, side="left"), minlength=len(edges) + 1)
+    return [float(c) / len(numbers) for c in counts]
+
+
+def data_profile(frame: pl.DataFrame, skip: list[str]) -> dict[str, Any]:
+    """Profile of every column but those in `skip` (the target, ids)."""
+    return {"rows": frame.height,
+            "columns": {c: column_profile(frame.get_column(c)) for c in frame.columns if c not in skip}}
+
+
+def psi(expected: list[float], actual: list[float]) -> float:
+    """Population stability index between two share vectors over the same bins."""
+    e = np.clip(np.asarray(expected, dtype=float), EPS, None)
+    a = np.clip(np.asarray(actual, dtype=float), EPS, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def column_drift(reference: dict[str, Any], series: pl.Series) -> dict[str, Any]:
+    """PSI, null-rate change and category changes of `series` against a reference column profile."""
+    current = column_profile(series)
+    out: dict[str, Any] = {"null_rate_before": reference["null_rate"], "null_rate_now": current["null_rate"],
+                           "null_rate_change": current["null_rate"] - reference["null_rate"]}
+    if reference["kind"] == "numeric":
+        numbers = series.drop_nulls().cast(pl.Float64, strict=False).drop_nulls().to_numpy()
+        out["psi"] = psi(reference["shares"], bin_shares(numbers, reference["edges"]))
+        return out
+    before, now = reference["shares"], current.get("shares", {})
+    levels = sorted(set(before) | set(now))
+    out["psi"] = psi([before.get(v, 0.0) for v in levels], [now.get(v, 0.0) for v in levels])
+    out["new_categories"] = sorted(v for v in now if v not in before and v != OTHER)[:20]
+    out["vanished_categories"] = sorted(v for v in before if v not in now and v != OTHER)[:20]
+    return out
+
+
+def shift_label(value: float) -> str:
+    return "large" if value > PSI_LARGE else "moderate" if value > PSI_MODERATE else "stable"
+
+
+def drift_report(reference: dict[str, Any], frame: pl.DataFrame, skip: list[str]) -> dict[str, Any]:
+    """Per-column drift of `frame` against a reference data profile, largest shift first."""
+    columns = {}
+    for name, ref in reference["columns"].items():
+        if name in skip:
+            continue
+        if name not in frame.columns:
+            columns[name] = {"missing_now": True}
+            continue
+        columns[name] = {**column_drift(ref, frame.get_column(name))}
+        columns[name]["shift"] = shift_label(columns[name]["psi"])
+    added = [c for c in frame.columns if c not in reference["columns"] and c not in skip]
+    ranked = dict(sorted(columns.items(), key=lambda kv: -kv[1].get("psi", float("inf"))))
+    return {"rows_before": reference["rows"], "rows_now": frame.height, "columns": ranked, "new_columns": added,
+            "large_shifts": [c for c, d in ranked.items() if d.get("shift") == "large" or d.get("missing_now")]}
+
+
+def champion_profile(artifacts: str, name: str, version: Optional[int]) -> Optional[dict[str, Any]]:
+    """The stored training-data profile of a version (None when there is no champion or no profile)."""
+    if version is None:
+        return None
+    from tasks.registry import version_uri
+
+    uri = storage.join(version_uri(artifacts, name, version), PROFILE_FILE)
+    return storage.read_json(uri) if storage.exists(uri) else None
+
+
+@task(name="drift", **TRANSIENT_RETRIES)
+def drift_task(artifacts: str, name: str, parts: dict[str, Any], skip: list[str],
+               champion_version: Optional[int]) -> dict[str, Any]:
+    """This run's training-data profile, and its drift against the champion's when there is one."""
+    train = storage.read_parquet(parts["uris"]["train"])
+    reference = champion_profile(artifacts, name, champion_version)
+    report = None
+    if reference is not None:
+        report = {"champion_version": champion_version, **drift_report(reference, train, skip)}
+    return {"profile": data_profile(train, skip), "drift": report}

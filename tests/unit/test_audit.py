@@ -1,0 +1,79 @@
+"""tasks.audit: the hash chain, compare-and-swap alias moves, the champion stack."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks import audit
+from trainpipe import storage
+
+
+def test_append_chains_records_and_verifies(tmp_path):
+    root = str(tmp_path)
+    first = audit.append(root, "m", "version_published", {"version": 1, "by": "ann"})
+    second = audit.append(root, "m", "version_published", {"version": 2})
+
+    assert (first["seq"], second["seq"]) == (1, 2)
+    assert first["prev_sha256"] == audit.GENESIS and first["by"] == "ann"
+    assert second["prev_sha256"] == storage.sha256_bytes(storage.read_bytes(audit.record_uri(root, "m", 1)))
+    assert audit.verify_log(root, "m") == []
+    assert storage.read_json(storage.join(audit.audit_uri(root, "m"), audit.HEAD))["seq"] == 2
+
+
+def test_who_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINPIPE_USER", "bob")
+    assert audit.append(str(tmp_path), "m", "gate_verdict", {})["by"] == "bob"
+    monkeypatch.delenv("TRAINPIPE_USER")
+    monkeypatch.setenv("USER", "carol")
+    assert audit.append(str(tmp_path), "m", "gate_verdict", {})["by"] == "carol"
+
+
+def test_a_taken_number_is_refused(tmp_path):
+    root = str(tmp_path)
+    audit.append(root, "m", "version_published", {"version": 1})
+    assert audit.try_append_at(root, "m", 1, audit.GENESIS, "alias_moved", {"alias": "champion"}) is None
+    assert audit.read_log(root, "m")[0]["event"] == "version_published"
+
+
+def test_move_decides_again_when_the_log_changed_meanwhile(tmp_path):
+    root = str(tmp_path)
+    seen = []
+
+    def decide(current, records):
+        seen.append((current, len(records)))
+        if len(seen) == 1:  # another process moves the champion while this one decides
+            audit.append(root, "m", "alias_moved", {"alias": "champion", "version": 7, "from_version": None})
+        return 8, {"reason": "better"}
+
+    move, _ = audit.move_alias_if(root, "m", "champion", decide, {"kind": "gate"})
+
+    assert seen == [(None, 0), (7, 1)]
+    assert (move["seq"], move["from_version"], move["version"]) == (2, 7, 8)
+    assert audit.current_aliases(audit.read_log(root, "m")) == {"champion": 8}
+
+
+def test_a_move_decided_against_writes_nothing(tmp_path):
+    move, evidence = audit.move_alias_if(str(tmp_path), "m", "champion", lambda c, r: (None, {"why": "no"}), {})
+    assert move is None and evidence == {"why": "no"}
+    assert audit.read_log(str(tmp_path), "m") == []
+
+
+def test_champion_stack_pops_on_rollback():
+    moves = [{"event": "alias_moved", "alias": "champion", "version": v, "kind": k}
+             for v, k in [(1, "gate"), (2, "gate"), (3, "manual_promote"), (2, "rollback"), (1, "rollback")]]
+    other = {"event": "alias_moved", "alias": "staging", "version": 3, "kind": "manual"}
+    assert audit.champion_stack(moves[:3]) == [1, 2, 3]
+    assert audit.champion_stack(moves + [other]) == [1]
+    assert audit.current_aliases(moves + [other]) == {"champion": 1, "staging": 3}
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda root: storage.write_bytes(audit.record_uri(root, "m", 2), b"{not json"), "not valid JSON"),
+    (lambda root: storage.write_bytes(audit.record_uri(root, "m", 3), b'{"seq": 3}\n'), "edited"),
+])
+def test_verify_reports_damage(tmp_path, damage, message):
+    root = str(tmp_path)
+    for version in (1, 2, 3):
+        audit.append(root, "m", "version_published", {"version": version})
+    damage(root)
+    assert any(message in p for p in audit.verify_log(root, "m"))

@@ -1,0 +1,48 @@
+"""tasks.drift: profiles, PSI, null-rate and category changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tasks.drift import data_profile, drift_report, psi
+
+
+def frame(n: int = 2000, shift: float = 0.0, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame({"x": rng.normal(loc=shift, size=n), "c": rng.choice(["a", "b", "c"], size=n),
+                         "y": rng.integers(0, 2, n)})
+
+
+def test_psi_basics():
+    assert psi([0.5, 0.5], [0.5, 0.5]) == 0
+    assert psi([0.5, 0.5], [0.9, 0.1]) > 0.25
+
+
+def test_same_distribution_is_stable_and_shifted_one_is_large():
+    reference = data_profile(frame(seed=0), skip=["y"])
+    same = drift_report(reference, frame(seed=1), skip=["y"])
+    moved = drift_report(reference, frame(shift=1.0, seed=1), skip=["y"])
+
+    assert same["columns"]["x"]["shift"] == "stable" and same["large_shifts"] == []
+    assert moved["columns"]["x"]["shift"] == "large" and moved["large_shifts"] == ["x"]
+    assert list(moved["columns"])[0] == "x"  # largest shift first
+    assert "y" not in moved["columns"]
+
+
+def test_categories_nulls_and_columns():
+    reference = data_profile(frame(), skip=["y"])
+    now = frame().with_columns(
+        pl.when(pl.col("c") == "c").then(pl.lit("d")).otherwise(pl.col("c")).alias("c"),
+        pl.when(pl.int_range(pl.len()) % 4 == 0).then(None).otherwise(pl.col("x")).alias("x"),
+        pl.lit(1).alias("extra"),
+    )
+    report = drift_report(reference, now, skip=["y"])
+
+    assert report["columns"]["c"]["new_categories"] == ["d"]
+    assert report["columns"]["c"]["vanished_categories"] == ["c"]
+    assert report["columns"]["x"]["null_rate_change"] == pytest.approx(0.25)
+    assert report["new_columns"] == ["extra"]
+    gone = drift_report(reference, now.drop("c"), skip=["y"])
+    assert gone["columns"]["c"] == {"missing_now": True} and "c" in gone["large_shifts"]
