@@ -46,9 +46,10 @@ SAMPLER = "TPESampler (per-trial seed from spec seed, trial number and parameter
 # RUNNING trial of another process older than STALE_RUNNING_SECONDS is taken as abandoned.
 HEARTBEAT_SECONDS, HEARTBEAT_GRACE_SECONDS = 10, 60
 STALE_RUNNING_SECONDS = 3600
-# Pruning waits for this many finished trials and boosting rounds.
+# Pruning waits for this many finished trials, and for a fifth of the rounds (at least 10): early
+# rounds mostly measure the learning rate, so pruning at round 10 drops slow but good learners.
 PRUNE_STARTUP_TRIALS = 4
-PRUNE_WARMUP_ROUNDS = 10
+PRUNE_WARMUP_FRACTION, PRUNE_WARMUP_MIN_ROUNDS = 0.2, 10
 INTEGER_PARAMS = {"max_depth", "max_bin", "max_leaves", "max_cat_to_onehot", "num_parallel_tree", "max_delta_step"}
 
 DEFAULT_SPACE: dict[str, SearchRange] = {
@@ -119,12 +120,17 @@ class TrialSeededSampler(BaseSampler):
         return sampler.sample_independent(study, trial, param_name, param_distribution)
 
 
-def make_pruner(kind: str) -> optuna.pruners.BasePruner:
+def warmup_rounds(num_boost_round: int) -> int:
+    return max(PRUNE_WARMUP_MIN_ROUNDS, int(num_boost_round * PRUNE_WARMUP_FRACTION))
+
+
+def make_pruner(kind: str, num_boost_round: int) -> optuna.pruners.BasePruner:
+    warmup = warmup_rounds(num_boost_round)
     if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_ROUNDS)
+        return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=warmup)
     if kind == "successive_halving":
         # An explicit min_resource: "auto" would be estimated once, from whatever had finished by then.
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=PRUNE_WARMUP_ROUNDS, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=warmup, reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
@@ -187,12 +193,13 @@ def open_storage(tuning: TuningSpec, artifacts: str, study_name: str) -> tuple[A
                           f"{type(error).__name__}: {redact_url(str(error))}") from None
 
 
-def open_study(tuning: TuningSpec, artifacts: str, study_name: str, seed: int) -> tuple[optuna.Study, str]:
+def open_study(tuning: TuningSpec, artifacts: str, study_name: str, seed: int,
+               num_boost_round: int) -> tuple[optuna.Study, str]:
     """Create the study, or load it when the storage already holds one of that name (resume)."""
     backend, described = open_storage(tuning, artifacts, study_name)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # trainpipe reports trials itself (leaderboard, logs)
     study = optuna.create_study(storage=backend, study_name=study_name, direction="minimize",
-                                sampler=TrialSeededSampler(seed), pruner=make_pruner(tuning.pruner),
+                                sampler=TrialSeededSampler(seed), pruner=make_pruner(tuning.pruner, num_boost_round),
                                 load_if_exists=True)
     return study, described
 
@@ -598,7 +605,8 @@ class TuningRun:
         self.distributions, self.fixed = search_space(spec.tuning.search_space)
         base = trial_base_params(spec.xgboost, task_type, n_classes, spec.seed, spec.tuning.parallelism)
         self.metric = base["eval_metric"]
-        self.study, self.storage = open_study(spec.tuning, artifacts, self.study_name, spec.seed)
+        self.study, self.storage = open_study(spec.tuning, artifacts, self.study_name, spec.seed,
+                                               spec.xgboost.num_boost_round)
         deadline = time.monotonic() + spec.tuning.timeout_seconds if spec.tuning.timeout_seconds else None
         self.context = SearchContext(self.study, MatrixPool(matrices), base, spec.xgboost, deadline)
 
