@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.fit import fit_part
+from flows.hooks import mark_failed_trigger
 from tasks.evaluate import evaluate_task
 from tasks.features import features_task
 from tasks.ingest import fingerprint_task, ingest_task
 from tasks.registry import contract_ref_task, store_task
 from tasks.split import split_task
-from tasks.train import train_task
 from tasks.validate import validate_task
 from trainpipe import storage
 from trainpipe.spec import TrainSpec
@@ -29,8 +30,8 @@ def run_stage(stages: dict[str, Any], name: str, stage: Any, *args: Any) -> dict
 
 
 @flow(name="trainpipe-train", task_runner=ThreadPoolTaskRunner(max_workers=2), persist_result=True,
-      result_serializer="json")
-def train_flow(spec: TrainSpec) -> dict[str, Any]:
+      result_serializer="json", on_failure=[mark_failed_trigger], on_crashed=[mark_failed_trigger])
+def train_flow(spec: TrainSpec, trigger: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Train, evaluate and store one model version from raw tabular data."""
     logger = get_run_logger()
     if spec.tuning.trials:
@@ -49,8 +50,8 @@ def train_flow(spec: TrainSpec) -> dict[str, Any]:
     matrices = run_stage(stages, "features", features_task, parts, validated, spec.target, spec.id_columns,
                          spec.features, artifacts)
     n_classes = len(validated["classes"] or [])
-    model = run_stage(stages, "train", train_task, matrices, validated["task"], n_classes or None,
-                      spec.xgboost, spec.seed, artifacts)
+    model = fit_part(spec, matrices, validated["task"], n_classes)  # here, or on spec.compute.train_pool
+    stages["train"] = {"cached": model["cached"], "seconds": 0.0 if model["cached"] else model.get("seconds", 0.0)}
     evaluation = run_stage(stages, "evaluate", evaluate_task, matrices, model, validated["task"], n_classes)
     stored = store_task(spec, sources, snapshot, validated, parts, matrices, model, evaluation, stages)
     logger.info("model %s version %s at %s%s", spec.name, stored["version"], stored["uri"],
@@ -72,6 +73,8 @@ def train_flow(spec: TrainSpec) -> dict[str, Any]:
         "dropped_features": matrices["dropped"],
         "data_fingerprint": sources["fingerprint"],
         "stages": stages,
+        "fit_run": model.get("flow_run"),
+        "trigger": trigger,
     }
 
 

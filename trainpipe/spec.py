@@ -190,6 +190,22 @@ class TuningSpec(_Spec):
     timeout_seconds: Optional[float] = Field(default=None, gt=0, description="Wall-clock budget for tuning.")
 
 
+class ComputeSpec(_Spec):
+    train_pool: Optional[str] = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        title="Training pool",
+        description=(
+            "Work pool that runs tuning and training (e.g. gpu), through its deployment trainpipe-fit/fit-<pool>. "
+            "Empty: in the same process as the data stages."
+        ),
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment variables for the training part's job on that pool (override the pool's).",
+    )
+
+
 class TrainSpec(_Spec):
     """Everything that decides what a training run produces."""
 
@@ -209,6 +225,7 @@ class TrainSpec(_Spec):
     split: SplitSpec = Field(default_factory=SplitSpec)
     xgboost: XGBoostSpec = Field(default_factory=XGBoostSpec)
     tuning: TuningSpec = Field(default_factory=TuningSpec)
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
     artifacts: str = Field(
         default_factory=default_artifacts_uri,
         description="Artifact store root (local path, file:// or s3://). Default: $TRAINPIPE_ARTIFACTS or ./artifacts.",
