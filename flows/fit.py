@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any, Optional
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 
 from tasks.train import train_task
 from trainpipe import storage
@@ -63,7 +63,14 @@ def worker_slot() -> Iterator[Optional[dict[str, Any]]]:
 
 @flow(name=FIT_FLOW, persist_result=True, result_serializer="json")
 def fit_flow(spec: TrainSpec, matrices: dict[str, Any], task: TaskType, n_classes: int) -> dict[str, Any]:
-    """Train (and tune) on the feature matrices; returns the train stage's result."""
+    """Train (and tune) on the feature matrices; returns the train stage's result.
+
+    Args:
+        spec: The training run's spec (its artifact store must be shared with the caller).
+        matrices: The features stage's result: URIs of the train/valid/test matrices and their metadata.
+        task: binary, multiclass or regression.
+        n_classes: Number of classes (0 for regression).
+    """
     logger = get_run_logger()
     artifacts = storage.normalize_root(spec.artifacts)
     xgboost = worker_xgboost(spec.xgboost)
@@ -75,7 +82,7 @@ def fit_flow(spec: TrainSpec, matrices: dict[str, Any], task: TaskType, n_classe
         model = state.result()
     cached = state.name == "Cached" or bool(model.get("from_store"))
     result = {**model, "cached": cached, "device": xgboost.device, "concurrency": slot}
-    if flow_run.id:
+    if deployment.id:  # dispatched: the caller reads the result from the shared store
         storage.write_json(result_uri(artifacts, flow_run.id), result)
     return result
 

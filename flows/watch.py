@@ -21,11 +21,12 @@ def watch_flow(
 ) -> dict[str, Any]:
     """List `uri`; when its files changed and then held still for one poll, emit `trainpipe.data.arrived`.
 
-    uri: data location (folder, glob or s3:// prefix) to watch.
-    model: the model retrained from it; a fingerprint one of its versions holds is not retrained again.
-    dataset: name in the event (resource trainpipe.dataset.<name>). Empty: from the URI.
-    artifacts: artifact store root holding the watcher's state. Empty: $TRAINPIPE_ARTIFACTS or ./artifacts.
-    retry_after_seconds: ask again for a retrain that has not published a version after this long.
+    Args:
+        uri: Data location to watch: a folder, glob or s3:// prefix.
+        model: The model retrained from this data; a fingerprint one of its versions holds is not retrained.
+        dataset: Name in the event (resource trainpipe.dataset.<name>). Empty: from the URI.
+        artifacts: Artifact store root that holds the watcher's state. Empty: $TRAINPIPE_ARTIFACTS or ./artifacts.
+        retry_after_seconds: Ask again for a retrain that has not published a version after this long.
     """
     dataset = check_name(dataset or default_model_name(uri), "dataset")
     check_name(model, "model")

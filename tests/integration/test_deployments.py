@@ -9,7 +9,9 @@ without the override the pool's setting reaches XGBoost (the run fails, it never
 from __future__ import annotations
 
 import datetime as dt
-import time
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from deploy_stack import BUCKET, LANDING, STORE, Stack, deployment_stack, finish
 
 from tasks import registry
 from tasks.watch import listing, read_state
+from tasks.watch import poll as watch_poll
 from trainpipe import storage
 
 pytestmark = pytest.mark.integration
@@ -124,14 +127,40 @@ def test_new_data_in_the_bucket_triggers_one_retrain(stack: Stack, client, pengu
 
     occurred = dt.datetime.fromisoformat(trigger["occurred"])
     running = done.start_time
-    print(f"\nlatency: event -> retrain running {(running - occurred).total_seconds():.1f} s; "
+    print(f"\nlatency: event -> retrain run created {(retrain[0].created - occurred).total_seconds():.1f} s; "
+          f"event -> retrain running {(running - occurred).total_seconds():.1f} s; "
           f"last upload -> running {(running - landed).total_seconds():.1f} s (polls run back to back); "
           f"event -> new version committed {(done.end_time - occurred).total_seconds():.1f} s")
 
-    fourth = poll(client)  # the same data again: already trained, no second event
-    assert fourth["emitted"] == third["emitted"]
-    time.sleep(3)
-    assert len(flow_runs(client, "trainpipe-train/retrain-penguins")) == 1
+    # The same data again: already trained, so no second event (the poll would send it here).
+    again = watch_poll(LANDING, "penguins", "penguins-species", STORE, retry_after_seconds=0)
+    assert again["action"] == "trained" and again["trained_version"] == versions[-1]
+    assert read_state(STORE, "penguins")["emitted"] == third["emitted"]
+    notified = stack.run(sys.executable, "-m", "trainpipe", "notify", LANDING, "--dataset", "penguins",
+                         "--model", "penguins-species", "--json")
+    assert json.loads(notified.stdout) == {"emitted": False, "trained_version": versions[-1]}
+
+
+def test_notify_emits_the_same_event(stack: Stack, client):
+    import httpx
+
+    storage.write_bytes(f"s3://{BUCKET}/adhoc/batch.csv", b"x,y\n1,2\n")
+    done = stack.run(sys.executable, "-m", "trainpipe", "notify", f"s3://{BUCKET}/adhoc/", "--json")
+    out = json.loads(done.stdout)
+    assert out["emitted"] and out["dataset"] == "adhoc" and out["files"] == 1
+    query = {"filter": {"event": {"name": ["trainpipe.data.arrived"]},
+                        "resource": {"id": ["trainpipe.dataset.adhoc"]}}}
+
+    def stored() -> list[dict[str, Any]]:
+        return httpx.post(f"{stack.api_url}/events/filter", json=query, timeout=10).json()["events"]
+
+    events = wait_for(stored, 30, "the notify event on the server")
+    assert [e["id"] for e in events] == [out["event_id"]]
+    assert events[0]["payload"]["fingerprint"] == out["fingerprint"]
+    assert events[0]["payload"]["uri"] == f"s3://{BUCKET}/adhoc/" and events[0]["payload"]["source"] == "notify"
+    missing = subprocess.run([sys.executable, "-m", "trainpipe", "notify", f"s3://{BUCKET}/nothing-here/"],
+                             env=stack.env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 3 and "no data files" in missing.stderr
 
 
 def dispatch_spec(name: str, env: dict[str, str]) -> dict[str, Any]:
@@ -139,10 +168,12 @@ def dispatch_spec(name: str, env: dict[str, str]) -> dict[str, Any]:
             "compute": {"train_pool": "gpu", "env": env}}
 
 
-def test_training_part_runs_on_the_second_pool_holding_a_gpu_slot(stack: Stack, client):
+def test_training_part_runs_on_the_gpu_pool_holding_a_slot_and_never_falls_back(stack: Stack, client):
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
-    # The gpu pool's own env says cuda; this machine has none, so the run overrides the device.
+    # Left to the gpu pool's own env (cuda), the run must fail on this GPU-less machine; started first,
+    # it runs beside the next one, whose run-level env overrides the device so that it can train here.
+    cuda = run_and_wait("trainpipe-train/train-gpu", {"spec": dispatch_spec("penguins-cuda", {})}, timeout=0)
     run = run_and_wait("trainpipe-train/train-gpu",
                        {"spec": dispatch_spec("penguins-dispatch", {"TRAINPIPE_XGBOOST_DEVICE": "cpu"})})
 
@@ -158,21 +189,17 @@ def test_training_part_runs_on_the_second_pool_holding_a_gpu_slot(stack: Stack, 
     assert f"submitting flow run '{fit.id}'" not in stack.log("worker-cpu")
     result = storage.read_json(f"{STORE}/runs/fit/{fit.id}.json")
     assert result["concurrency"] == {"limit": "gpu", "slots": 1, "active_slots": 1}  # held while training
-    assert client.read_global_concurrency_limit_by_name("gpu").active_slots == 0  # and released
     version = registry.list_versions(STORE, "penguins-dispatch")[-1]
     manifest = registry.read_manifest(STORE, "penguins-dispatch", version)
     assert manifest["training"]["params"]["device"] == "cpu"
     assert manifest["model_sha256"] == result["model_sha256"]
 
-
-def test_gpu_pool_sets_cuda_and_never_falls_back(stack: Stack, client):
-    run = run_and_wait("trainpipe-train/train-gpu", {"spec": dispatch_spec("penguins-cuda", {})})
-
-    assert run.state.is_failed()
-    assert "gpu" in run.state.message and "Failed" in run.state.message
+    failed = wait_for(lambda: finished(client, cuda.id), 240, "the cuda run to finish")
+    assert failed.state.is_failed(), failed.state
+    assert "training on pool 'gpu'" in failed.state.message and "Failed" in failed.state.message
     assert "xgboost.device is 'cuda' but no CUDA device" in stack.log("worker-gpu")
     assert registry.list_versions(STORE, "penguins-cuda") == []
-
+    assert client.read_global_concurrency_limit_by_name("gpu").active_slots == 0  # every slot released
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -225,17 +252,22 @@ def test_dashboard_custom_run_form_starts_a_run_that_completes(stack: Stack, cli
         box.send_keys(value)
         assert box.get_attribute("value") == value
     browser.find_element(By.XPATH, "//button[@type='submit'][contains(normalize-space(.), 'Submit')]").click()
-    view = wait.until(lambda driver: driver.find_element(
-        By.XPATH, "//*[self::a or self::button][contains(normalize-space(.), 'View run')]"))
-    browser.execute_script("arguments[0].click();", view)  # the toast is still sliding in
-    wait.until(lambda driver: "/runs/flow-run/" in driver.current_url)
-    run_id = browser.current_url.rstrip("/").split("/")[-1]
 
+    def from_form() -> list[Any]:
+        return [r for r in flow_runs(client, "trainpipe-train/train-cpu")
+                if r.parameters["spec"].get("name") == "penguins-island"]
+
+    created = wait_for(from_form, 60, "the run submitted from the form")
+    assert len(created) == 1
+    run_id = str(created[0].id)
     done = wait_for(lambda: finished(client, run_id), 240, "the run started from the form")
     assert done.state.is_completed(), done.state
     spec = done.parameters["spec"]
     assert spec["data"]["uris"] == [data_uri] and spec["target"] == "island" and spec["name"] == "penguins-island"
     manifest = registry.read_manifest(STORE, "penguins-island", registry.list_versions(STORE, "penguins-island")[-1])
     assert manifest["target"] == "island" and manifest["prefect"]["flow_run_id"] == run_id
-    browser.refresh()
-    wait.until(lambda driver: "Completed" in driver.find_element(By.TAG_NAME, "body").text)
+    browser.get(f"{stack.ui_url}/runs/flow-run/{run_id}")
+    try:
+        wait.until(lambda driver: "Completed" in driver.find_element(By.TAG_NAME, "body").text)
+    finally:
+        browser.save_screenshot(str(stack.logs / "run-page.png"))
