@@ -103,9 +103,13 @@ async def ensure_limit(client: Any, name: str, slots: int) -> str:
 async def setup_infrastructure(gpu_slots: int = 1, folder: Path = TEMPLATES) -> dict[str, Any]:
     """Pools `cpu` and `gpu` with their queues, and the global limit `gpu` with `gpu_slots` slots."""
     from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
 
     if gpu_slots < 1:
         raise SpecError(f"--gpu-slots must be at least 1, not {gpu_slots}")
+    if not PREFECT_API_URL.value():
+        raise SpecError("PREFECT_API_URL is not set: point it at the Prefect server to set up "
+                        "(e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api)")
     templates = {plan.name: load_template(plan, folder) for plan in POOLS}  # all read before any change
     report: dict[str, Any] = {"pools": {}, "queues": {}}
     async with get_client() as client:

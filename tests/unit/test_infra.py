@@ -53,3 +53,19 @@ def test_compute_spec_names_the_pool_deployment():
     assert parse_spec({"name": "m", "data": {"uris": "x.csv"}, "target": "y"}).compute.train_pool is None
     with pytest.raises(SpecError, match="compute.train_pool"):
         parse_spec({"name": "m", "data": {"uris": "x.csv"}, "target": "y", "compute": {"train_pool": "bad pool"}})
+
+
+def test_setup_and_notify_need_a_server(monkeypatch, tmp_path: Path, capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from trainpipe.cli import main
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # also while a test server is up
+        assert main(["infra", "setup"]) == 2
+        assert "PREFECT_API_URL is not set" in capsys.readouterr().err
+        assert main(["notify", str(tmp_path)]) == 2
+        assert "PREFECT_API_URL is not set" in capsys.readouterr().err
+    assert main(["infra", "setup", "--gpu-slots", "0"]) == 2
+    assert "--gpu-slots must be at least 1, not 0" in capsys.readouterr().err
