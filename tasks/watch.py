@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from typing import Any, Optional
 
 from prefect import task
@@ -37,8 +38,6 @@ def dataset_resource(dataset: str) -> str:
 
 
 def check_name(value: str, what: str) -> str:
-    import re
-
     if not re.match(NAME_PATTERN, value):
         raise SpecError(f"{what} {value!r} is not a valid name (letters, digits, '.', '_', '-'; 128 at most)")
     return value
@@ -120,7 +119,10 @@ def send_event(event: Any) -> str:
         async with get_events_client() as client:
             await client.emit(event)
 
-    asyncio.run(send()) if not _in_event_loop() else _run_in_thread(send)
+    if _in_event_loop():  # e.g. called from async code: asyncio.run needs a thread of its own
+        _run_in_thread(send)
+    else:
+        asyncio.run(send())
     return str(event.id)
 
 
