@@ -15,7 +15,7 @@ from typing import Any, Optional
 from prefect import flow, get_run_logger
 from prefect.runtime import deployment, flow_run
 
-from tasks.train import train_task
+from tasks.train import cuda_visible, train_task
 from trainpipe import storage
 from trainpipe.errors import SpecError, TrainpipeError
 from trainpipe.spec import TaskType, TrainSpec, XGBoostSpec
@@ -41,6 +41,10 @@ def worker_xgboost(xgboost: XGBoostSpec) -> XGBoostSpec:
         return xgboost
     if device not in ("cpu", "cuda"):
         raise SpecError(f"{DEVICE_ENV}={device!r} on this worker: expected cpu or cuda")
+    if device == "cuda" and not cuda_visible():
+        raise SpecError(f"{DEVICE_ENV}=cuda (from this worker's pool or job) but no CUDA device (or no CUDA "
+                        "build of XGBoost) is on this worker: run GPU pool workers on GPU hosts; training never "
+                        "falls back to the CPU")
     return xgboost.model_copy(update={"device": device})
 
 

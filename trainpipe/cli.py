@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
 
-    infra = sub.add_parser("infra", help="set up work pools, queues and the GPU concurrency limit on the Prefect server")
+    infra = sub.add_parser("infra", help="set up the work pools, queues and GPU concurrency limit on a Prefect server")
     infra.add_argument("action", choices=["setup"])
     infra.add_argument("--gpu-slots", type=int, default=1, help="GPU training runs at once (default 1)")
     infra.add_argument("--json", action="store_true")

@@ -56,7 +56,8 @@ def test_setup_is_idempotent_and_pools_carry_the_gpu_settings(stack: Stack, clie
     assert first["concurrency_limits"] == {"gpu": "created"}
     assert first["queues"]["cpu"]["retrain"] == "created"
     assert set(second["pools"].values()) == {"unchanged"}
-    assert second["queues"] == {"cpu": {"default": "unchanged", "retrain": "unchanged"}, "gpu": {"default": "unchanged"}}
+    assert second["queues"] == {"cpu": {"default": "unchanged", "retrain": "unchanged"},
+                                "gpu": {"default": "unchanged"}}
     assert second["concurrency_limits"] == {"gpu": "unchanged"}
     gpu_env = client.read_work_pool("gpu").base_job_template["variables"]["properties"]["env"]["default"]
     assert gpu_env["TRAINPIPE_XGBOOST_DEVICE"] == "cuda"
@@ -197,7 +198,8 @@ def test_training_part_runs_on_the_gpu_pool_holding_a_slot_and_never_falls_back(
     failed = wait_for(lambda: finished(client, cuda.id), 240, "the cuda run to finish")
     assert failed.state.is_failed(), failed.state
     assert "training on pool 'gpu'" in failed.state.message and "Failed" in failed.state.message
-    assert "xgboost.device is 'cuda' but no CUDA device" in stack.log("worker-gpu")
+    assert "TRAINPIPE_XGBOOST_DEVICE=cuda (from this worker's pool or job) but no CUDA device" in \
+        stack.log("worker-gpu")
     assert registry.list_versions(STORE, "penguins-cuda") == []
     assert client.read_global_concurrency_limit_by_name("gpu").active_slots == 0  # every slot released
 
@@ -211,7 +213,7 @@ def browser():
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
     if missing:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{', '.join(missing)} missing under CI: .ci/run installs Debian's chromium and chromium-driver")
+            pytest.fail(f"{', '.join(missing)} missing under CI: .ci/run installs Debian's chromium, chromium-driver")
         pytest.skip(f"headless Chromium not installed ({', '.join(missing)}): apt-get install chromium chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

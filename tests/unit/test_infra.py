@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.fit import fit_deployment, worker_xgboost
+from tasks.train import cuda_visible
 from trainpipe.errors import SpecError
 from trainpipe.infra import POOLS, load_template
 from trainpipe.spec import XGBoostSpec, parse_spec
@@ -40,7 +41,13 @@ def test_worker_device_comes_from_the_pool_environment(monkeypatch):
     monkeypatch.delenv("TRAINPIPE_XGBOOST_DEVICE", raising=False)
     assert worker_xgboost(spec).device == "cpu"
     monkeypatch.setenv("TRAINPIPE_XGBOOST_DEVICE", "cuda")
-    assert worker_xgboost(spec).device == "cuda"
+    if cuda_visible():
+        assert worker_xgboost(spec).device == "cuda"
+    else:  # this machine: the pool asks for a GPU the worker lacks
+        with pytest.raises(SpecError, match="TRAINPIPE_XGBOOST_DEVICE=cuda .* never falls back"):
+            worker_xgboost(spec)
+    monkeypatch.setenv("TRAINPIPE_XGBOOST_DEVICE", "cpu")
+    assert worker_xgboost(XGBoostSpec(device="cuda")).device == "cpu"
     monkeypatch.setenv("TRAINPIPE_XGBOOST_DEVICE", "tpu")
     with pytest.raises(SpecError, match="TRAINPIPE_XGBOOST_DEVICE='tpu'"):
         worker_xgboost(spec)
