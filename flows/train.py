@@ -1,4 +1,5 @@
-"""The training flow: ingest -> validate -> split -> features -> train -> evaluate -> store."""
+"""The training flow: ingest -> validate -> split -> features -> fit (tune, train) -> evaluate -> gate -> store
+-> promote."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any, Optional
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.tune import tuning_subflow
+from flows.fit import fit_part
+from flows.hooks import mark_failed_trigger
 from tasks.card import plots_task
+from tasks.common import run_stage
 from tasks.drift import drift_task
 from tasks.evaluate import evaluate_task
 from tasks.features import features_task
@@ -17,24 +20,13 @@ from tasks.ingest import fingerprint_task, ingest_task
 from tasks.promote import gate_task, promote_task
 from tasks.registry import contract_ref_task, store_task
 from tasks.split import split_task
-from tasks.train import train_task
-from tasks.tune import tuned_xgboost
 from tasks.validate import validate_task
 from trainpipe import storage
 from trainpipe.spec import TrainSpec
 
 
-def run_stage(stages: dict[str, Any], name: str, stage: Any, *args: Any) -> dict[str, Any]:
-    """Run a stage task; note whether it was served from cache (Prefect's or the store's) and its time."""
-    state = stage(*args, return_state=True)
-    result = state.result()
-    cached = state.name == "Cached" or bool(result.get("from_store"))
-    stages[name] = {"cached": cached, "seconds": 0.0 if cached else result.get("seconds", 0.0)}
-    return result
-
-
 @flow(name="trainpipe-train", task_runner=ThreadPoolTaskRunner(max_workers=2), persist_result=True,
-      result_serializer="json")
+      result_serializer="json", on_failure=[mark_failed_trigger], on_crashed=[mark_failed_trigger])
 def train_flow(spec: TrainSpec, trigger: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Train, evaluate and store one model version from raw tabular data; promote it if it passes the gate.
 
@@ -54,10 +46,8 @@ def train_flow(spec: TrainSpec, trigger: Optional[dict[str, Any]] = None) -> dic
     matrices = run_stage(stages, "features", features_task, parts, validated, spec.target, spec.id_columns,
                          spec.features, artifacts)
     n_classes = len(validated["classes"] or [])
-    tuned = (run_stage(stages, "tune", tuning_subflow(spec.tuning.parallelism), spec, matrices, validated["task"],
-                       n_classes or None) if spec.tuning.trials else None)
-    model = run_stage(stages, "train", train_task, matrices, validated["task"], n_classes or None,
-                      tuned_xgboost(spec.xgboost, tuned), spec.seed, artifacts, tuned)
+    model = fit_part(spec, matrices, validated["task"], n_classes)  # tune + train, here or on compute.train_pool
+    stages.update(model["stages"])
     evaluation = run_stage(stages, "evaluate", evaluate_task, matrices, model, validated["task"], n_classes)
     classes = validated["classes"]
     verdict = gate_task(artifacts, spec.name, spec.promotion, spec.seed, parts, matrices, model, validated["task"],
@@ -92,6 +82,8 @@ def train_flow(spec: TrainSpec, trigger: Optional[dict[str, Any]] = None) -> dic
         "promotion": {k: promotion.get(k) for k in ("promote", "moved", "reason", "policy", "metric", "against",
                                                      "champion_version", "evidence", "audit_seq")},
         "drift_large_shifts": ((drift.get("drift") or {}).get("large_shifts") or []),
+        "fit_run": model.get("flow_run"),
+        "trigger": trigger,
     }
 
 

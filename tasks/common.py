@@ -139,3 +139,12 @@ def cached_stage(stage: str, *, io_retries: bool = False) -> Callable[[Callable[
         )(run_or_reuse)
 
     return decorate
+
+
+def run_stage(stages: dict[str, Any], name: str, stage: Any, *args: Any) -> dict[str, Any]:
+    """Run a stage task or subflow; note whether it was served from cache (Prefect's or the store's) and its time."""
+    state = stage(*args, return_state=True)
+    result = state.result()
+    cached = state.name == "Cached" or bool(result.get("from_store"))
+    stages[name] = {"cached": cached, "seconds": 0.0 if cached else result.get("seconds", 0.0)}
+    return result

@@ -1,4 +1,5 @@
-"""The `trainpipe` command: train, predict, models list/show/promote/rollback, audit verify, reproduce.
+"""The `trainpipe` command: train, predict, models list/show/promote/rollback, audit verify, reproduce,
+infra setup, notify.
 
 Exit codes: 0 success, 1 unexpected failure, 2 bad spec or option, 3 unreadable or
 unsuitable data, 4 data-contract violation, 5 missing model or version, 6 tuning
@@ -363,6 +364,53 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_infra(args: argparse.Namespace) -> int:
+    """Create or bring in line the work pools, queues and GPU concurrency limit (idempotent)."""
+    import asyncio
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from trainpipe.infra import setup_infrastructure
+
+    report = asyncio.run(setup_infrastructure(gpu_slots=args.gpu_slots))
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    for pool, done in report["pools"].items():
+        queues = ", ".join(f"{q} {d}" for q, d in report["queues"][pool].items())
+        print(f"work pool {pool}: {done} (queues: {queues})")
+    for name, done in report["concurrency_limits"].items():
+        print(f"global concurrency limit {name} ({args.gpu_slots} slot(s)): {done}")
+    return 0
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """Emit `trainpipe.data.arrived` for a data location, as the watcher does (no settling wait)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from tasks.watch import build_event, check_name, listing, send_event, trained_version
+    from trainpipe.errors import DataError
+    from trainpipe.spec import default_model_name
+
+    dataset = check_name(args.dataset or default_model_name(args.uri), "--dataset")
+    seen = listing(args.uri)
+    if seen is None:
+        raise DataError(f"no data files (csv, parquet, ndjson) at {args.uri}")
+    if args.model:
+        check_name(args.model, "--model")
+        version = trained_version(_artifacts(args), args.model, seen["fingerprint"])
+        if version is not None:
+            message = f"{args.model} v{version} was trained on this data (fingerprint {seen['fingerprint'][:16]})"
+            print(json.dumps({"emitted": False, "trained_version": version}) if args.json
+                  else f"{message}: no event")
+            return 0
+    event_id = send_event(build_event(dataset, args.uri, seen, args.model, source="notify"))
+    if args.json:
+        print(json.dumps({"emitted": True, "event_id": event_id, "dataset": dataset, **seen}))
+    else:
+        print(f"emitted trainpipe.data.arrived for {dataset} ({seen['files']} file(s), fingerprint "
+              f"{seen['fingerprint'][:16]}): event {event_id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainpipe", description="Train, evaluate and version XGBoost models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -414,6 +462,19 @@ def build_parser() -> argparse.ArgumentParser:
                            help="largest raw-score difference accepted when the model files differ (default 1e-6)")
     reproduce.add_argument("--json", action="store_true")
     reproduce.set_defaults(func=cmd_reproduce)
+    infra = sub.add_parser("infra", help="set up the work pools, queues and GPU concurrency limit on a Prefect server")
+    infra.add_argument("action", choices=["setup"])
+    infra.add_argument("--gpu-slots", type=int, default=1, help="GPU training runs at once (default 1)")
+    infra.add_argument("--json", action="store_true")
+    infra.set_defaults(func=cmd_infra)
+
+    notify = sub.add_parser("notify", help="emit the trainpipe.data.arrived event for new data at URI")
+    notify.add_argument("uri", metavar="URI", help="data file, glob, folder or s3:// prefix")
+    notify.add_argument("--dataset", help="dataset name in the event (default: from the URI)")
+    notify.add_argument("--model", help="skip the event when a version of this model holds the same data")
+    notify.add_argument("--artifacts", metavar="URI")
+    notify.add_argument("--json", action="store_true")
+    notify.set_defaults(func=cmd_notify)
     return parser
 
 

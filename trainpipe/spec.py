@@ -274,6 +274,22 @@ class PromotionSpec(_Spec):
     )
 
 
+class ComputeSpec(_Spec):
+    train_pool: Optional[str] = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        title="Training pool",
+        description=(
+            "Work pool that runs tuning and training (e.g. gpu), through its deployment trainpipe-fit/fit-<pool>. "
+            "Empty: in the same process as the data stages."
+        ),
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment variables for the training part's job on that pool (override the pool's).",
+    )
+
+
 class TrainSpec(_Spec):
     """Everything that decides what a training run produces."""
 
@@ -294,6 +310,7 @@ class TrainSpec(_Spec):
     xgboost: XGBoostSpec = Field(default_factory=XGBoostSpec)
     tuning: TuningSpec = Field(default_factory=TuningSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
     artifacts: str = Field(
         default_factory=default_artifacts_uri,
         description="Artifact store root (local path, file:// or s3://). Default: $TRAINPIPE_ARTIFACTS or ./artifacts.",

@@ -1,0 +1,125 @@
+"""The fit subflow: tuning/training on the feature matrices, in-process or on the pool the spec names.
+
+`train_flow` calls `fit_part`: with no `compute.train_pool` the subflow runs in the calling
+process; otherwise it is dispatched with `run_deployment` to `trainpipe-fit/fit-<pool>`, the
+inputs and the result travelling as URIs and JSON through the shared artifact store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any, Optional
+
+from prefect import flow, get_run_logger
+from prefect.runtime import deployment, flow_run
+
+from flows.tune import tuning_subflow
+from tasks.common import run_stage
+from tasks.train import cuda_visible, train_task
+from tasks.tune import tuned_xgboost
+from trainpipe import storage
+from trainpipe.errors import SpecError, TrainpipeError
+from trainpipe.spec import TaskType, TrainSpec, XGBoostSpec
+
+DEVICE_ENV = "TRAINPIPE_XGBOOST_DEVICE"
+LIMIT_ENV = "TRAINPIPE_CONCURRENCY_LIMIT"
+FIT_FLOW = "trainpipe-fit"
+
+
+def fit_deployment(pool: str) -> str:
+    return f"{FIT_FLOW}/fit-{pool}"
+
+
+def result_uri(artifacts: str, run_id: str) -> str:
+    """Where a fit run leaves its result for the flow that dispatched it."""
+    return storage.join(artifacts, "runs", "fit", f"{run_id}.json")
+
+
+def worker_xgboost(xgboost: XGBoostSpec) -> XGBoostSpec:
+    """The XGBoost spec with the worker's device (`TRAINPIPE_XGBOOST_DEVICE`, set by the pool) applied."""
+    device = os.environ.get(DEVICE_ENV, "").strip()
+    if not device:
+        return xgboost
+    if device not in ("cpu", "cuda"):
+        raise SpecError(f"{DEVICE_ENV}={device!r} on this worker: expected cpu or cuda")
+    if device == "cuda" and not cuda_visible():
+        raise SpecError(f"{DEVICE_ENV}=cuda (from this worker's pool or job) but no CUDA device (or no CUDA "
+                        "build of XGBoost) is on this worker: run GPU pool workers on GPU hosts; training never "
+                        "falls back to the CPU")
+    return xgboost.model_copy(update={"device": device})
+
+
+@contextlib.contextmanager
+def worker_slot() -> Iterator[Optional[dict[str, Any]]]:
+    """Hold one slot of the global concurrency limit the pool names in `TRAINPIPE_CONCURRENCY_LIMIT`."""
+    name = os.environ.get(LIMIT_ENV, "").strip()
+    if not name:
+        yield None
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    # strict: a missing limit is an error, not an unlimited run.
+    with concurrency(name, occupy=1, strict=True):
+        with get_client(sync_client=True) as client:
+            held = client.read_global_concurrency_limit_by_name(name)
+        yield {"limit": name, "slots": held.limit, "active_slots": held.active_slots}
+
+
+@flow(name=FIT_FLOW, persist_result=True, result_serializer="json")
+def fit_flow(spec: TrainSpec, matrices: dict[str, Any], task: TaskType, n_classes: int) -> dict[str, Any]:
+    """Train (and tune) on the feature matrices; returns the train stage's result.
+
+    Args:
+        spec: The training run's spec (its artifact store must be shared with the caller).
+        matrices: The features stage's result: URIs of the train/valid/test matrices and their metadata.
+        task: binary, multiclass or regression.
+        n_classes: Number of classes (0 for regression).
+    """
+    logger = get_run_logger()
+    artifacts = storage.normalize_root(spec.artifacts)
+    xgboost = worker_xgboost(spec.xgboost)
+    with worker_slot() as slot:
+        if slot:
+            logger.info("holding a slot of concurrency limit %s (%s/%s in use)", slot["limit"],
+                        slot["active_slots"], slot["slots"])
+        stages: dict[str, Any] = {}
+        tuned = (run_stage(stages, "tune", tuning_subflow(spec.tuning.parallelism),
+                           spec.model_copy(update={"xgboost": xgboost}), matrices, task, n_classes or None)
+                 if spec.tuning.trials else None)
+        model = run_stage(stages, "train", train_task, matrices, task, n_classes or None,
+                          tuned_xgboost(xgboost, tuned), spec.seed, artifacts, tuned)
+    result = {**model, "stages": stages, "device": xgboost.device, "concurrency": slot}
+    if deployment.id:  # dispatched: the caller reads the result from the shared store
+        storage.write_json(result_uri(artifacts, flow_run.id), result)
+    return result
+
+
+def fit_part(spec: TrainSpec, matrices: dict[str, Any], task: TaskType, n_classes: int) -> dict[str, Any]:
+    """Run the fit subflow here, or on `spec.compute.train_pool` and wait for it."""
+    pool = spec.compute.train_pool
+    if not pool:
+        return fit_flow(spec, matrices, task, n_classes)
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    logger = get_run_logger()
+    name = fit_deployment(pool)
+    artifacts = storage.normalize_root(spec.artifacts)  # the pool's workers must share this store
+    shared = spec.model_copy(update={"artifacts": artifacts})
+    job_variables = {"env": dict(spec.compute.env)} if spec.compute.env else None
+    try:
+        run = run_deployment(name, parameters={"spec": shared.model_dump(mode="json"), "matrices": matrices,
+                                               "task": task, "n_classes": n_classes},
+                             job_variables=job_variables, poll_interval=1)
+    except ObjectNotFound:
+        raise SpecError(f"compute.train_pool is {pool!r} but there is no deployment {name}: "
+                        "run `prefect --no-prompt deploy --all` with this repository's prefect.yaml") from None
+    logger.info("training ran on pool %s as flow run %s: %s", run.work_pool_name, run.id, run.state_name)
+    if run.state is None or not run.state.is_completed():
+        raise TrainpipeError(f"training on pool {pool!r} ({name}, flow run {run.id}) ended "
+                             f"{run.state_name}: {run.state.message if run.state else 'no state'}")
+    result = storage.read_json(result_uri(artifacts, str(run.id)))
+    return {**result, "flow_run": {"id": str(run.id), "work_pool": run.work_pool_name}}
