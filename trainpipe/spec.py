@@ -286,7 +286,10 @@ class ComputeSpec(_Spec):
     )
     env: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra environment variables for the training part's job on that pool (override the pool's).",
+        description=(
+            "Extra environment variables for the training part's job on that pool (override the pool's). "
+            "Not for secrets: the spec is stored with every model version."
+        ),
     )
 
 
