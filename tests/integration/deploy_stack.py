@@ -95,6 +95,30 @@ def _healthy(url: str, proc: subprocess.Popen, logs: Path) -> bool:
         return False
 
 
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.contextmanager
+def prefect_database() -> Iterator[str]:
+    """A throwaway database on the machine's PostgreSQL for the stack's Prefect server.
+
+    SQLite answered `database is locked` (HTTP 503 on create_flow_run) with a server, two
+    workers, triggers and the dashboard busy at once; PostgreSQL is what production uses.
+    """
+    import uuid
+
+    import psycopg
+
+    name = f"trainpipe_prefect_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @contextlib.contextmanager
 def deployment_stack(tmp: Path, pools: tuple[str, ...] = ("cpu", "gpu")) -> Iterator[Stack]:
     """Server, `trainpipe infra setup` (twice), `prefect deploy --all`, one process worker per pool."""
@@ -127,7 +151,9 @@ def deployment_stack(tmp: Path, pools: tuple[str, ...] = ("cpu", "gpu")) -> Iter
     logs.mkdir(parents=True, exist_ok=True)
     stack = Stack(api_url=api_url, ui_url=f"http://127.0.0.1:{api_port}", env=env, logs=logs)
     saved = {k: os.environ.get(k) for k in s3}
+    cleanup = contextlib.ExitStack()
     try:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = cleanup.enter_context(prefect_database())
         os.environ.update(s3)  # this process reads and writes the same bucket
         import s3fs
 
@@ -151,6 +177,7 @@ def deployment_stack(tmp: Path, pools: tuple[str, ...] = ("cpu", "gpu")) -> Iter
         if "server" in stack.processes:
             _stop(stack.processes["server"], grace=10)
         moto.stop()
+        cleanup.close()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -1,5 +1,6 @@
-"""prefect.yaml on a real stack: a Prefect server on loopback, pools from `trainpipe infra setup`,
-`prefect deploy --all`, one process worker per pool, data and artifact store on moto's S3 server.
+"""prefect.yaml on a real stack: a Prefect server on loopback (on a throwaway PostgreSQL database),
+pools from `trainpipe infra setup`, `prefect deploy --all`, one process worker per pool, data and
+artifact store on moto's S3 server.
 
 This machine has no GPU: the dispatch test runs the `gpu` pool's deployment with the run's
 environment overriding the pool's TRAINPIPE_XGBOOST_DEVICE=cuda, and checks separately that
@@ -220,6 +221,7 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,2400"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -259,7 +261,11 @@ def test_dashboard_custom_run_form_starts_a_run_that_completes(stack: Stack, cli
         return [r for r in flow_runs(client, "trainpipe-train/train-cpu")
                 if r.parameters["spec"].get("name") == "penguins-island"]
 
-    created = wait_for(from_form, 60, "the run submitted from the form")
+    try:
+        created = wait_for(from_form, 60, "the run submitted from the form")
+    except AssertionError as error:
+        console = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+        raise AssertionError(f"{error}; browser console errors: {console}") from None
     assert len(created) == 1
     run_id = str(created[0].id)
     done = wait_for(lambda: finished(client, run_id), 240, "the run started from the form")
