@@ -51,7 +51,6 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import polars as pl  # noqa: E402
 import xgboost as xgb  # noqa: E402

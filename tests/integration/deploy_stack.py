@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,18 +19,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import httpx
+from moto_s3 import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "trainpipe-deploy"
 STORE = f"s3://{BUCKET}/store"
 LANDING = f"s3://{BUCKET}/landing/penguins/"
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:

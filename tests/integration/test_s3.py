@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import polars as pl
 import pytest
+from moto_s3 import moto_s3
 
 from flows.train import train_flow
 from tasks import registry
@@ -17,33 +17,12 @@ from trainpipe.spec import parse_spec
 BUCKET = "trainpipe-test"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    patch = pytest.MonkeyPatch()
-    for key, value in {"AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        patch.setenv(key, value)
     import s3fs
 
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem(endpoint_url=endpoint)
-    fs.mkdir(BUCKET)
-    yield fs
-    patch.undo()
-    s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
+    with moto_s3(BUCKET) as endpoint:
+        yield s3fs.S3FileSystem(endpoint_url=endpoint)
 
 
 def test_train_and_predict_with_s3_data_and_store(s3_endpoint, penguins_csv: Path, tmp_path: Path):
