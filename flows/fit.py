@@ -70,7 +70,8 @@ def worker_slot() -> Iterator[Optional[dict[str, Any]]]:
 
 @flow(name=FIT_FLOW, persist_result=True, result_serializer="json")
 def fit_flow(spec: TrainSpec, matrices: dict[str, Any], task: TaskType, n_classes: int) -> dict[str, Any]:
-    """Train (and tune) on the feature matrices; returns the train stage's result.
+    """Tune (when the spec asks for trials), then train on the feature matrices; returns the train stage's
+    result with both stages' timings and cache hits under `stages`.
 
     Args:
         spec: The training run's spec (its artifact store must be shared with the caller).

@@ -462,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="largest raw-score difference accepted when the model files differ (default 1e-6)")
     reproduce.add_argument("--json", action="store_true")
     reproduce.set_defaults(func=cmd_reproduce)
+
     infra = sub.add_parser("infra", help="set up the work pools, queues and GPU concurrency limit on a Prefect server")
     infra.add_argument("action", choices=["setup"])
     infra.add_argument("--gpu-slots", type=int, default=1, help="GPU training runs at once (default 1)")
