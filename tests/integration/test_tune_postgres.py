@@ -65,10 +65,7 @@ def start_worker(tmp_path: Path, matrices: dict, study_name: str, tag: str) -> t
     matrices_path.write_text(json.dumps(matrices))
     from prefect.settings import PREFECT_API_URL
 
-    barrier = tmp_path / "barrier"
-    barrier.mkdir(exist_ok=True)
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),  # the test session's Prefect server
-           "TUNE_BARRIER": str(barrier), "TUNE_BARRIER_COUNT": "2"}
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}  # the test session's Prefect server
     process = subprocess.Popen([sys.executable, str(WORKER), str(spec_path), str(matrices_path), str(out)],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return process, out

@@ -6,9 +6,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -20,13 +18,6 @@ from trainpipe.spec import TrainSpec  # noqa: E402
 def main(spec_path: str, matrices_path: str, out_path: str) -> None:
     spec = TrainSpec.model_validate_json(Path(spec_path).read_text())
     matrices = json.loads(Path(matrices_path).read_text())
-    barrier = os.environ.get("TUNE_BARRIER")
-    if barrier:  # start tuning together with the other worker, whatever each one's import time
-        folder, count = Path(barrier), int(os.environ["TUNE_BARRIER_COUNT"])
-        (folder / f"ready-{os.getpid()}").touch()
-        deadline = time.monotonic() + 120
-        while len(list(folder.glob("ready-*"))) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
     result = tuning_subflow(spec.tuning.parallelism)(spec, matrices, "binary", None)
     Path(out_path).write_text(json.dumps(result))
 
