@@ -57,7 +57,9 @@ def make_spec(tmp_path: Path, study_name: str, tag: str, trials: int = TARGET):
                        "tuning": {"trials": trials, "parallelism": 2, "storage": POSTGRES, "study_name": study_name}})
 
 
-def start_worker(tmp_path: Path, matrices: dict, study_name: str, tag: str) -> tuple[subprocess.Popen, Path]:
+def start_worker(tmp_path: Path, matrices: dict, study_name: str, tag: str,
+                 meet: int = 0) -> tuple[subprocess.Popen, Path]:
+    """A tuning worker process; with `meet`, its first trial waits until the study holds that many trials."""
     spec = make_spec(tmp_path, study_name, tag)
     spec_path, matrices_path, out = (tmp_path / f"spec-{tag}.json", tmp_path / f"matrices-{tag}.json",
                                      tmp_path / f"out-{tag}.json")
@@ -66,6 +68,8 @@ def start_worker(tmp_path: Path, matrices: dict, study_name: str, tag: str) -> t
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}  # the test session's Prefect server
+    if meet:
+        env["TRAINPIPE_TEST_MEET"] = str(meet)
     process = subprocess.Popen([sys.executable, str(WORKER), str(spec_path), str(matrices_path), str(out)],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return process, out
@@ -78,8 +82,11 @@ def finish(process: subprocess.Popen, out: Path) -> dict:
 
 
 def test_two_processes_share_one_study_without_losing_or_repeating_trials(tmp_path, matrices, study_name):
-    a, out_a = start_worker(tmp_path, matrices, study_name, "a")
-    b, out_b = start_worker(tmp_path, matrices, study_name, "b")
+    # Each worker's first batch waits for the other's (2 + 2 trials asked): a 12-trial study on 3,000 rows
+    # takes about a second, less than the spread of two processes' start-up, and without the meeting one
+    # process could finish it alone (this failed 1 run in 4 before it was there).
+    a, out_a = start_worker(tmp_path, matrices, study_name, "a", meet=4)
+    b, out_b = start_worker(tmp_path, matrices, study_name, "b", meet=4)
     mine_a = finish(a, out_a)["summary"]["trials_this_run"]
     mine_b = finish(b, out_b)["summary"]["trials_this_run"]
 
