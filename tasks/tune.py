@@ -40,7 +40,7 @@ from trainpipe import storage
 from trainpipe.errors import SpecError, TuningError
 from trainpipe.spec import SearchRange, TaskType, TrainSpec, TuningSpec, XGBoostSpec
 
-SAMPLER = "TPESampler (per-trial seed from spec seed, trial number and parameter)"
+SAMPLER = "multivariate TPESampler (per-trial seed from spec seed and trial number)"
 # Database storages: a running trial records a heartbeat; one silent for the grace period is failed
 # (its process died) and its place in the budget is freed. Journal files have no heartbeat: there a
 # RUNNING trial of another process older than STALE_RUNNING_SECONDS is taken as abandoned.
@@ -49,6 +49,7 @@ STALE_RUNNING_SECONDS = 3600
 # Pruning waits for this many finished trials, and for a fifth of the rounds (at least 10): early
 # rounds mostly measure the learning rate, so pruning at round 10 drops slow but good learners.
 PRUNE_STARTUP_TRIALS = 4
+PRUNE_PERCENTILE = 25.0  # pruner "percentile": a trial must stay within the best quarter to go on
 PRUNE_WARMUP_FRACTION, PRUNE_WARMUP_MIN_ROUNDS = 0.2, 10
 INTEGER_PARAMS = {"max_depth", "max_bin", "max_leaves", "max_cat_to_onehot", "num_parallel_tree", "max_delta_step"}
 
@@ -95,28 +96,37 @@ def derived_seed(*parts: Any) -> int:
 
 
 class TrialSeededSampler(BaseSampler):
-    """TPE whose randomness for a parameter of trial n comes from (seed, n, name) alone.
+    """Multivariate TPE whose randomness for trial n comes from (seed, n) alone.
 
     A single seeded sampler draws from one random stream in ask order; here no stream is
     shared, so neither the order of asks nor another process asking from the same study
     shifts a trial's draws (two processes with one seed do not repeat each other's trials).
+    The parameters are modelled jointly (multivariate TPE): a good learning rate depends on
+    the depth and on the row and column sampling, which independent TPE cannot see. Until
+    `n_startup_trials` trials have finished, and for parameters outside the joint space
+    (added by an override mid-study), each parameter is drawn on its own.
     """
 
     def __init__(self, seed: int, n_startup_trials: int = 10):
         self.seed = seed
         self.n_startup_trials = n_startup_trials
 
+    def _tpe(self, trial: FrozenTrial, *parts: Any, multivariate: bool) -> TPESampler:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return TPESampler(seed=derived_seed(self.seed, trial.number, *parts), multivariate=multivariate,
+                              n_startup_trials=self.n_startup_trials)
+
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return {}
+        return self._tpe(trial, "joint", multivariate=True).infer_relative_search_space(study, trial)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return {}
+        return self._tpe(trial, "joint", multivariate=True).sample_relative(study, trial, search_space)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        sampler = TPESampler(seed=derived_seed(self.seed, trial.number, param_name),
-                             n_startup_trials=self.n_startup_trials)
+        sampler = self._tpe(trial, param_name, multivariate=False)
         return sampler.sample_independent(study, trial, param_name, param_distribution)
 
 
@@ -128,6 +138,9 @@ def make_pruner(kind: str, num_boost_round: int) -> optuna.pruners.BasePruner:
     warmup = warmup_rounds(num_boost_round)
     if kind == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=warmup)
+    if kind == "percentile":
+        return optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, n_startup_trials=PRUNE_STARTUP_TRIALS,
+                                               n_warmup_steps=warmup)
     if kind == "successive_halving":
         # An explicit min_resource: "auto" would be estimated once, from whatever had finished by then.
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=warmup, reduction_factor=3)
@@ -224,10 +237,13 @@ class MatrixPool:
     sketched again; a pair is never used by two trials at once.
     """
 
-    def __init__(self, matrices: dict[str, Any]):
-        types = matrices["feature_types"]
+    def __init__(self, matrices: dict[str, Any], trial_rows: Optional[int] = None, seed: int = 0):
         self._arrays = {part: _arrays(storage.read_parquet(matrices["uris"][part])) for part in ("train", "valid")}
-        self._types = types
+        self.train_rows = len(self._arrays["train"][1])
+        if trial_rows is not None and self.train_rows > trial_rows:
+            self._arrays["train"] = _sample(self._arrays["train"], trial_rows, derived_seed(seed, "trial_rows"))
+        self.trial_rows = len(self._arrays["train"][1])
+        self._types = matrices["feature_types"]
         self._free: queue.SimpleQueue[tuple[xgb.DMatrix, xgb.DMatrix]] = queue.SimpleQueue()
 
     def _build(self, part: str) -> xgb.DMatrix:
@@ -250,6 +266,14 @@ class MatrixPool:
 def _arrays(frame: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:
     features = frame.drop(LABEL)
     return features.to_numpy().astype(np.float32), frame.get_column(LABEL).to_numpy(), features.columns
+
+
+def _sample(arrays: tuple[np.ndarray, np.ndarray, list[str]], rows: int,
+            seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """`rows` of the arrays' rows, drawn without replacement by `seed`, in their original order."""
+    features, labels, names = arrays
+    keep = np.sort(np.random.default_rng(seed).choice(len(labels), size=rows, replace=False))
+    return features[keep], labels[keep], names
 
 
 # ---- one trial ------------------------------------------------------------------------------------------------
@@ -608,7 +632,8 @@ class TuningRun:
         self.study, self.storage = open_study(spec.tuning, artifacts, self.study_name, spec.seed,
                                                spec.xgboost.num_boost_round)
         deadline = time.monotonic() + spec.tuning.timeout_seconds if spec.tuning.timeout_seconds else None
-        self.context = SearchContext(self.study, MatrixPool(matrices), base, spec.xgboost, deadline)
+        self.context = SearchContext(self.study, MatrixPool(matrices, spec.tuning.trial_rows, spec.seed), base,
+                                     spec.xgboost, deadline)
 
     def __repr__(self) -> str:
         return f"TuningRun({self.study_name})"
@@ -619,6 +644,7 @@ class TuningRun:
     def finish(self, outcome: dict[str, Any]) -> dict[str, Any]:
         """Summarise the study, publish the leaderboard and picture, and record the run as complete."""
         summary = study_summary(self.study, self.storage, self.seed, self.tuning, self.metric, outcome)
+        summary["trial_rows"] = {"used": self.context.pool.trial_rows, "of": self.context.pool.train_rows}
         rows = leaderboard(self.study)
         importances = param_importances(self.study, self.seed)
         attachments = publish_results(self.folder, summary, rows, importances)

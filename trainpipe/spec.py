@@ -213,9 +213,21 @@ class TuningSpec(_Spec):
         default=None, gt=0,
         description="Wall-clock budget for tuning: when it is spent, tuning ends with the best trial so far.",
     )
-    pruner: Literal["median", "successive_halving", "none"] = Field(
+    pruner: Literal["median", "percentile", "successive_halving", "none"] = Field(
         default="median",
-        description="How hopeless trials are stopped early from their per-round validation scores.",
+        description=(
+            "How hopeless trials are stopped early from their per-round validation scores. median: stop a trial "
+            "worse than half of the finished ones at the same round; percentile: worse than the best quarter; "
+            "successive_halving: keep only the best third at rounds w, 3w, 9w..."
+        ),
+    )
+    trial_rows: Optional[int] = Field(
+        default=None, ge=100,
+        description=(
+            "Train each trial on a seeded random sample of at most this many training rows (validation scores "
+            "use every validation row); the final model is refit on all rows. Empty: every row. Speeds up tuning "
+            "on large data; the same sample is used by every trial."
+        ),
     )
     search_space: dict[str, SearchRange | float | int | str | bool] = Field(
         default_factory=dict,

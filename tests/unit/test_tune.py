@@ -145,7 +145,7 @@ def test_another_seed_gives_other_trials(tmp_path, matrices):
     assert [t.params for t in first.study.trials] != [t.params for t in other.study.trials]
 
 
-@pytest.mark.parametrize("pruner", ["median", "successive_halving"])
+@pytest.mark.parametrize("pruner", ["median", "percentile", "successive_halving"])
 def test_hopeless_trials_are_pruned_and_listed_as_pruned(tmp_path, matrices, pruner):
     spec = make_spec(tmp_path, trials=14, pruner=pruner)
     run = run_search(spec, matrices)
@@ -258,3 +258,50 @@ def test_a_crashed_trial_is_recorded_failed_not_left_running(tmp_path, matrices)
     assert states[1] == "FAIL" and "MemoryError: out of memory" in run.study.trials[1].user_attrs["error"]
     assert sum(s in ("COMPLETE", "PRUNED") for s in states.values()) == 3
     assert outcome["stopped_by"] == "trials"
+
+
+def test_trial_rows_trains_trials_on_a_seeded_sample_and_records_it(tmp_path, matrices):
+    spec = make_spec(tmp_path, trials=4, trial_rows=300)
+    run = run_search(spec, matrices)
+    pool = run.context.pool
+    all_train = storage.read_parquet(matrices["uris"]["train"]).height
+    assert (pool.trial_rows, pool.train_rows) == (300, all_train) and all_train > 300
+    with pool.pair() as (dtrain, dvalid):
+        assert dtrain.num_row() == 300
+        assert dvalid.num_row() == storage.read_parquet(matrices["uris"]["valid"]).height  # validation is whole
+    # the same sample in every run with that seed: the same trials, value for value
+    assert trials_of(run_search(spec, matrices)) == trials_of(run)
+    assert trials_of(run_search(make_spec(tmp_path, trials=4), matrices)) != trials_of(run)
+    summary = run.finish(run.outcome)["summary"]
+    assert summary["trial_rows"] == {"used": 300, "of": all_train}
+
+
+def test_trial_rows_above_the_training_rows_uses_every_row(tmp_path, matrices):
+    run = run_search(make_spec(tmp_path, trials=2, trial_rows=100_000), matrices)
+    assert run.context.pool.trial_rows == run.context.pool.train_rows
+
+
+def test_sampler_models_parameters_jointly_and_reproducibly_after_startup():
+    from tasks.tune import TrialSeededSampler
+
+    space = {"learning_rate": FloatDistribution(0.01, 0.3, log=True), "max_depth": IntDistribution(2, 10)}
+
+    def study_with(finished: int) -> optuna.Study:
+        study = optuna.create_study(sampler=TrialSeededSampler(seed=1, n_startup_trials=5))
+        for i in range(finished):
+            study.add_trial(optuna.trial.create_trial(
+                params={"learning_rate": 0.01 + 0.02 * i, "max_depth": 2 + i % 8}, distributions=space,
+                value=float((i - 6) ** 2)))
+        return study
+
+    early, late = study_with(3), study_with(12)
+    sampler = TrialSeededSampler(seed=1, n_startup_trials=5)
+    assert sampler.sample_relative(early, early.ask()._cached_frozen_trial,
+                                   sampler.infer_relative_search_space(early, early.trials[0])) == {}
+    trial = late.ask()._cached_frozen_trial
+    joint = sampler.infer_relative_search_space(late, trial)
+    assert set(joint) == set(space)
+    drawn = sampler.sample_relative(late, trial, joint)
+    assert set(drawn) == set(space)
+    assert sampler.sample_relative(late, trial, joint) == drawn                       # same seed, same draw
+    assert TrialSeededSampler(seed=2, n_startup_trials=5).sample_relative(late, trial, joint) != drawn
