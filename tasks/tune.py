@@ -40,7 +40,7 @@ from trainpipe import storage
 from trainpipe.errors import SpecError, TuningError
 from trainpipe.spec import SearchRange, TaskType, TrainSpec, TuningSpec, XGBoostSpec
 
-SAMPLER = "multivariate TPESampler (per-trial seed from spec seed and trial number)"
+SAMPLER = "TPESampler (multivariate; per-trial seed from spec seed and trial number)"
 # Database storages: a running trial records a heartbeat; one silent for the grace period is failed
 # (its process died) and its place in the budget is freed. Journal files have no heartbeat: there a
 # RUNNING trial of another process older than STALE_RUNNING_SECONDS is taken as abandoned.
