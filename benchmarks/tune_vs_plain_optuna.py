@@ -42,6 +42,7 @@ import os
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 from typing import Any, Callable
 
@@ -63,7 +64,7 @@ from tasks.features import LABEL  # noqa: E402
 from tasks.train import OBJECTIVES, load_matrix  # noqa: E402
 from tasks.tune import DEFAULT_SPACE, search_space  # noqa: E402
 from trainpipe import storage  # noqa: E402
-from trainpipe.spec import parse_spec  # noqa: E402
+from trainpipe.spec import TuningSpec, parse_spec  # noqa: E402
 
 
 def diamonds(path: Path, rows: int | None) -> dict[str, Any]:
@@ -211,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallelism", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rows", type=int, default=None, help="use the first N rows of each dataset")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pruner", default="percentile", choices=["median", "percentile", "successive_halving"],
-                        help="trainpipe's tuning.pruner")
+    pruners = [p for p in typing.get_args(TuningSpec.model_fields["pruner"].annotation) if p != "none"]
+    parser.add_argument("--pruner", default="percentile", choices=pruners, help="trainpipe's tuning.pruner (on)")
     parser.add_argument("--trial-rows", type=int, default=None,
                         help="trainpipe's tuning.trial_rows: trials train on a sample of at most N training rows")
     parser.add_argument("--artifacts", default=None, help="work folder (default: a temporary one)")
