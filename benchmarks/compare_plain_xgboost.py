@@ -80,12 +80,12 @@ import polars as pl  # noqa: E402
 import xgboost as xgb  # noqa: E402
 import yaml  # noqa: E402
 
-from tasks.evaluate import METRICS, compute_metrics  # noqa: E402
-from tasks.features import LABEL  # noqa: E402
-from tasks.train import OBJECTIVES, load_matrix  # noqa: E402
 from trainpipe import storage  # noqa: E402
+from trainpipe.boosting import OBJECTIVES, load_matrix  # noqa: E402
 from trainpipe.errors import SpecError  # noqa: E402
+from trainpipe.metrics import METRICS, compute_metrics  # noqa: E402
 from trainpipe.spec import TrainSpec, merge_dicts, parse_spec  # noqa: E402
+from trainpipe.transform import LABEL  # noqa: E402
 
 HIGHER_IS_BETTER = {name: better for metrics in METRICS.values() for name, better in metrics.items()}
 
@@ -245,7 +245,7 @@ def find_feature_matrices(artifacts: str, manifest: dict[str, Any]) -> dict[str,
 
 def run_once(dataset: Dataset, csv: Path, artifacts: str, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
     from flows.train import train_flow
-    from tasks.predict import load_version
+    from trainpipe.scoring import load_version
 
     raw = merge_dicts(base_spec(dataset.name, str(csv), dataset.target, artifacts, seed), overrides)
     spec = parse_spec(raw, source=f"benchmark {dataset.name} seed {seed}")

@@ -46,9 +46,9 @@ def measure(rows: int, rounds: int, samples: int) -> dict[str, float]:
     import polars as pl
     import xgboost as xgb
 
-    from tasks.card import plot_data
     from tasks.drift import data_profile, drift_report
-    from tasks.promote import paired_bootstrap
+    from tasks.gate import paired_bootstrap
+    from tasks.plots import plot_data
 
     frame = make_frame(rows)
     cut = int(rows * 0.8)
@@ -75,8 +75,8 @@ def measure(rows: int, rounds: int, samples: int) -> dict[str, float]:
 
 
 def publish_cost(repeats: int = 20) -> float:
-    from tasks import registry
     from tasks.promote import promote_version
+    from trainpipe import registry
     from trainpipe.spec import PromotionSpec
 
     with tempfile.TemporaryDirectory() as root:

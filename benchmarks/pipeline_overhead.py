@@ -49,7 +49,7 @@ def hand_written(csv: str, rounds: int) -> dict:
     import polars as pl
     import xgboost as xgb
 
-    from tasks.evaluate import roc_auc
+    from trainpipe.metrics import roc_auc
 
     started = time.perf_counter()
     frame = pl.read_csv(csv, try_parse_dates=True).filter(pl.col("target").is_not_null())

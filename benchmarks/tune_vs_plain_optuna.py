@@ -59,12 +59,12 @@ import optuna  # noqa: E402
 import polars as pl  # noqa: E402
 import xgboost as xgb  # noqa: E402
 
-from tasks.evaluate import METRICS, compute_metrics  # noqa: E402
-from tasks.features import LABEL  # noqa: E402
-from tasks.train import OBJECTIVES, load_matrix  # noqa: E402
 from tasks.tune import DEFAULT_SPACE, search_space  # noqa: E402
 from trainpipe import storage  # noqa: E402
+from trainpipe.boosting import OBJECTIVES, load_matrix  # noqa: E402
+from trainpipe.metrics import METRICS, compute_metrics  # noqa: E402
 from trainpipe.spec import TuningSpec, parse_spec  # noqa: E402
+from trainpipe.transform import LABEL  # noqa: E402
 
 
 def diamonds(path: Path, rows: int | None) -> dict[str, Any]:

@@ -7,24 +7,20 @@ inputs and the result travelling as URIs and JSON through the shared artifact st
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import deployment, flow_run
 
 from flows.tune import tuning_subflow
 from tasks.common import run_stage
-from tasks.train import cuda_visible, train_task
+from tasks.compute import worker_slot, worker_xgboost
+from tasks.train import train_task
 from tasks.tune import tuned_xgboost
 from trainpipe import storage
 from trainpipe.errors import SpecError, TrainpipeError
-from trainpipe.spec import TaskType, TrainSpec, XGBoostSpec
+from trainpipe.spec import TaskType, TrainSpec
 
-DEVICE_ENV = "TRAINPIPE_XGBOOST_DEVICE"
-LIMIT_ENV = "TRAINPIPE_CONCURRENCY_LIMIT"
 FIT_FLOW = "trainpipe-fit"
 
 
@@ -35,37 +31,6 @@ def fit_deployment(pool: str) -> str:
 def result_uri(artifacts: str, run_id: str) -> str:
     """Where a fit run leaves its result for the flow that dispatched it."""
     return storage.join(artifacts, "runs", "fit", f"{run_id}.json")
-
-
-def worker_xgboost(xgboost: XGBoostSpec) -> XGBoostSpec:
-    """The XGBoost spec with the worker's device (`TRAINPIPE_XGBOOST_DEVICE`, set by the pool) applied."""
-    device = os.environ.get(DEVICE_ENV, "").strip()
-    if not device:
-        return xgboost
-    if device not in ("cpu", "cuda"):
-        raise SpecError(f"{DEVICE_ENV}={device!r} on this worker: expected cpu or cuda")
-    if device == "cuda" and not cuda_visible():
-        raise SpecError(f"{DEVICE_ENV}=cuda (from this worker's pool or job) but no CUDA device (or no CUDA "
-                        "build of XGBoost) is on this worker: run GPU pool workers on GPU hosts; training never "
-                        "falls back to the CPU")
-    return xgboost.model_copy(update={"device": device})
-
-
-@contextlib.contextmanager
-def worker_slot() -> Iterator[Optional[dict[str, Any]]]:
-    """Hold one slot of the global concurrency limit the pool names in `TRAINPIPE_CONCURRENCY_LIMIT`."""
-    name = os.environ.get(LIMIT_ENV, "").strip()
-    if not name:
-        yield None
-        return
-    from prefect.client.orchestration import get_client
-    from prefect.concurrency.sync import concurrency
-
-    # strict: a missing limit is an error, not an unlimited run.
-    with concurrency(name, occupy=1, strict=True):
-        with get_client(sync_client=True) as client:
-            held = client.read_global_concurrency_limit_by_name(name)
-        yield {"limit": name, "slots": held.limit, "active_slots": held.active_slots}
 
 
 @flow(name=FIT_FLOW, persist_result=True, result_serializer="json")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Optional
 
 from prefect import flow
@@ -22,8 +21,3 @@ def predict_flow(
     """
     return predict_task(storage.normalize_root(artifacts or default_artifacts_uri()), model, data, out, keep or [])
 
-
-if __name__ == "__main__":
-    from trainpipe.cli import main
-
-    sys.exit(main(["predict", *sys.argv[1:]]))

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Optional
 
 from prefect import flow, get_run_logger
@@ -11,16 +10,17 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.fit import fit_part
 from flows.hooks import mark_failed_trigger
-from tasks.card import plots_task
 from tasks.common import run_stage
 from tasks.drift import drift_task
 from tasks.evaluate import evaluate_task
 from tasks.features import features_task
+from tasks.gate import gate_task
 from tasks.ingest import fingerprint_task, ingest_task
-from tasks.promote import gate_task, promote_task
-from tasks.registry import contract_ref_task, store_task
+from tasks.plots import plots_task
+from tasks.promote import promote_task
 from tasks.split import split_task
-from tasks.validate import validate_task
+from tasks.store import store_task
+from tasks.validate import contract_ref_task, validate_task
 from trainpipe import storage
 from trainpipe.spec import TrainSpec
 
@@ -86,8 +86,3 @@ def train_flow(spec: TrainSpec, trigger: Optional[dict[str, Any]] = None) -> dic
         "trigger": trigger,
     }
 
-
-if __name__ == "__main__":
-    from trainpipe.cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))

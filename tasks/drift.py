@@ -18,8 +18,8 @@ from prefect import task
 
 from tasks.common import TRANSIENT_RETRIES
 from trainpipe import storage
+from trainpipe.registry import PROFILE_FILE, version_uri
 
-PROFILE_FILE = "data_profile.json"
 BINS = 10
 MAX_LEVELS = 200
 EPS = 1e-4
@@ -118,8 +118,6 @@ def champion_profile(artifacts: str, name: str, version: Optional[int]) -> Optio
     """The stored training-data profile of a version (None when there is no champion or no profile)."""
     if version is None:
         return None
-    from tasks.registry import version_uri
-
     uri = storage.join(version_uri(artifacts, name, version), PROFILE_FILE)
     return storage.read_json(uri) if storage.exists(uri) else None
 

@@ -11,85 +11,11 @@ import xgboost as xgb
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from tasks.features import LABEL
-from tasks.train import load_matrix
 from trainpipe import storage
+from trainpipe.boosting import load_matrix
+from trainpipe.metrics import METRICS, baseline_predictions, compute_metrics
 from trainpipe.spec import TaskType
-
-EPS = 1e-15
-
-# Metric name -> whether larger is better; the first one listed per task is the headline metric.
-METRICS: dict[str, dict[str, bool]] = {
-    "binary": {"auc": True, "logloss": False, "accuracy": True},
-    "multiclass": {"mlogloss": False, "accuracy": True},
-    "regression": {"rmse": False, "mae": False, "r2": True},
-}
-
-
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    ranks = np.empty(len(values), dtype=np.float64)
-    boundaries = np.flatnonzero(np.diff(sorted_values)) + 1
-    starts = np.concatenate(([0], boundaries))
-    ends = np.concatenate((boundaries, [len(values)]))
-    for start, end in zip(starts, ends, strict=True):
-        ranks[order[start:end]] = (start + end + 1) / 2.0
-    return ranks
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U); 0.5 for a constant score."""
-    positives = labels == 1
-    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = average_ranks(scores)
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def binary_metrics(labels: np.ndarray, prob: np.ndarray) -> dict[str, float]:
-    p = np.clip(prob, EPS, 1 - EPS)
-    return {
-        "auc": roc_auc(labels, prob),
-        "logloss": float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p))),
-        "accuracy": float(np.mean((prob >= 0.5) == (labels == 1))),
-    }
-
-
-def multiclass_metrics(labels: np.ndarray, prob: np.ndarray) -> dict[str, float]:
-    idx = labels.astype(int)
-    p = np.clip(prob[np.arange(len(idx)), idx], EPS, 1.0)
-    return {"mlogloss": float(-np.mean(np.log(p))), "accuracy": float(np.mean(prob.argmax(axis=1) == idx))}
-
-
-def regression_metrics(labels: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    residual = labels - pred
-    total = float(np.sum((labels - labels.mean()) ** 2))
-    return {
-        "rmse": float(np.sqrt(np.mean(residual**2))),
-        "mae": float(np.mean(np.abs(residual))),
-        "r2": float(1 - np.sum(residual**2) / total) if total > 0 else float("nan"),
-    }
-
-
-def compute_metrics(task_type: TaskType, labels: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    if task_type == "binary":
-        return binary_metrics(labels, pred)
-    if task_type == "multiclass":
-        return multiclass_metrics(labels, pred)
-    return regression_metrics(labels, pred)
-
-
-def baseline_predictions(task_type: TaskType, train_labels: np.ndarray, n: int, n_classes: int) -> np.ndarray:
-    """The trivial model: class shares of the training part, or its mean."""
-    if task_type == "regression":
-        return np.full(n, float(train_labels.mean()))
-    shares = np.bincount(train_labels.astype(int), minlength=n_classes) / len(train_labels)
-    if task_type == "binary":
-        return np.full(n, shares[1])
-    return np.tile(shares, (n, 1))
+from trainpipe.transform import LABEL
 
 
 def feature_importance(booster: xgb.Booster, features: list[str]) -> list[dict[str, Any]]:

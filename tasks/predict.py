@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -14,30 +13,13 @@ import xgboost as xgb
 from prefect import get_run_logger, task
 
 from tasks.common import TRANSIENT_RETRIES
-from tasks.features import LABEL, apply_transform
-from tasks.ingest import load_files, resolve_sources
-from tasks.registry import read_manifest, resolve_version, version_uri
-from tasks.train import load_matrix
 from trainpipe import storage
-from trainpipe.errors import DataError, RegistryError, SpecError
+from trainpipe.boosting import load_matrix
+from trainpipe.errors import DataError, SpecError
+from trainpipe.scoring import load_version
+from trainpipe.sources import load_files, resolve_sources
 from trainpipe.spec import DataSpec, infer_format
-
-
-def load_version(artifacts: str, ref: str) -> dict[str, Any]:
-    """A stored version's booster, transform and manifest, checked against the manifest's hashes."""
-    name, version = resolve_version(artifacts, ref)
-    folder = version_uri(artifacts, name, version)
-    manifest = read_manifest(artifacts, name, version)
-    loaded: dict[str, bytes] = {}
-    for filename in ("model.ubj", "transform.json"):
-        data = storage.read_bytes(storage.join(folder, filename))
-        if storage.sha256_bytes(data) != manifest["files"].get(filename):
-            raise RegistryError(
-                f"{storage.join(folder, filename)} does not match its manifest hash: refusing to use it")
-        loaded[filename] = data
-    booster = xgb.Booster(model_file=bytearray(loaded["model.ubj"]))
-    return {"name": name, "version": version, "uri": folder, "booster": booster,
-            "transform": json.loads(loaded["transform.json"]), "manifest": manifest}
+from trainpipe.transform import LABEL, apply_transform
 
 
 def read_inputs(data_uri: str) -> pl.DataFrame:

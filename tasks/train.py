@@ -2,74 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from typing import Any, Optional
 
-import numpy as np
 import polars as pl
 import xgboost as xgb
 
 from tasks.common import cached_stage, current_stage_dir, finish_stage
-from tasks.features import LABEL
 from trainpipe import storage
-from trainpipe.errors import SpecError
+from trainpipe.boosting import booster_params, load_matrix, model_bytes
 from trainpipe.spec import TaskType, XGBoostSpec
-
-OBJECTIVES: dict[str, tuple[str, str]] = {
-    "binary": ("binary:logistic", "logloss"),
-    "multiclass": ("multi:softprob", "mlogloss"),
-    "regression": ("reg:squarederror", "rmse"),
-}
-
-
-def cuda_visible() -> bool:
-    """Whether this XGBoost build can use a GPU here (XGBoost itself only warns and falls back)."""
-    if not xgb.build_info().get("USE_CUDA"):
-        return False
-    return any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl")) or shutil.which("nvidia-smi") is not None
-
-
-def booster_params(spec: XGBoostSpec, task_type: TaskType, n_classes: Optional[int], seed: int) -> dict[str, Any]:
-    """XGBoost parameters for the spec and task."""
-    if spec.device == "cuda" and not cuda_visible():
-        raise SpecError("xgboost.device is 'cuda' but no CUDA device (or no CUDA build of XGBoost) is on this worker")
-    objective, metric = OBJECTIVES[task_type]
-    params: dict[str, Any] = {
-        "objective": objective,
-        "eval_metric": metric,
-        "tree_method": "hist",
-        "device": spec.device,
-        "learning_rate": spec.learning_rate,
-        "max_depth": spec.max_depth,
-        "min_child_weight": spec.min_child_weight,
-        "subsample": spec.subsample,
-        "colsample_bytree": spec.colsample_bytree,
-        "reg_lambda": spec.reg_lambda,
-        "reg_alpha": spec.reg_alpha,
-        "max_bin": spec.max_bin,
-        "seed": seed,
-        "nthread": spec.nthread or os.cpu_count() or 1,
-        "verbosity": 1,
-    }
-    if task_type == "multiclass":
-        params["num_class"] = n_classes
-    params.update(spec.extra_params)
-    return params
-
-
-def load_matrix(frame: pl.DataFrame, feature_types: list[str]) -> xgb.DMatrix:
-    """A DMatrix from a features-stage frame (feature columns plus the label)."""
-    features = frame.drop(LABEL)
-    return xgb.DMatrix(
-        features.to_numpy().astype(np.float32),
-        label=frame.get_column(LABEL).to_numpy(),
-        feature_names=features.columns,
-        feature_types=feature_types,
-        enable_categorical=True,
-        missing=np.nan,
-    )
 
 
 def fit_booster(
@@ -110,11 +52,6 @@ def refit_booster(
     """Refit on training + validation rows for the number of rounds early stopping chose."""
     stacked = load_matrix(pl.concat([train, valid]), feature_types)
     return xgb.train(params, stacked, num_boost_round=rounds, verbose_eval=False)
-
-
-def model_bytes(booster: xgb.Booster) -> bytes:
-    """The model in XGBoost's UBJSON format (never pickle)."""
-    return bytes(booster.save_raw(raw_format="ubj"))
 
 
 @cached_stage("train")

@@ -34,11 +34,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.common import content_fingerprint, finish_stage, stage_dir, stored_stage_result
-from tasks.features import LABEL
-from tasks.train import booster_params
 from trainpipe import storage
+from trainpipe.boosting import booster_params
 from trainpipe.errors import SpecError, TuningError
 from trainpipe.spec import SearchRange, TaskType, TrainSpec, TuningSpec, XGBoostSpec
+from trainpipe.transform import LABEL
 
 SAMPLER = "TPESampler (multivariate; per-trial seed from spec seed and trial number)"
 # Database storages: a running trial records a heartbeat; one silent for the grace period is failed

@@ -13,14 +13,15 @@ from typing import Any, Optional
 
 import pandera.polars as pa
 import polars as pl
-from prefect import get_run_logger
+from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 
-from tasks.common import cached_stage, current_stage_dir, finish_stage
+from tasks.common import TRANSIENT_RETRIES, cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.errors import ContractViolation, DataError
 from trainpipe.provenance import stage_key
+from trainpipe.registry import latest_contract_ref
 from trainpipe.spec import TaskType, ValidationSpec
 
 CONTRACT_FORMAT = 1
@@ -371,3 +372,13 @@ def validate_task(
         "violations": len(report["violations"]),
     }
     return finish_stage(folder, meta, started, content=[digest, meta["task"], meta["classes"]])
+
+
+@task(name="find-contract", **TRANSIENT_RETRIES)
+def contract_ref_task(
+    artifacts: str, name: str, snapshot: dict[str, Any], target: str, task_type: Optional[str],
+    id_columns: list[str], drop_columns: list[str],
+) -> Optional[dict[str, Any]]:
+    """Never cached: a newly published version must be seen by the next run."""
+    origin = contract_origin(snapshot["fingerprint"], target, task_type, id_columns, drop_columns)
+    return latest_contract_ref(artifacts, name, origin)

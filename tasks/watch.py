@@ -23,10 +23,10 @@ from typing import Any, Optional
 from prefect import task
 
 from tasks.common import TRANSIENT_RETRIES
-from tasks.ingest import resolve_sources, sources_fingerprint
-from tasks.registry import list_versions, read_manifest
 from trainpipe import storage
 from trainpipe.errors import DataError, SpecError
+from trainpipe.registry import list_versions, read_manifest
+from trainpipe.sources import resolve_sources, sources_fingerprint
 from trainpipe.spec import NAME_PATTERN, DataSpec
 
 EVENT = "trainpipe.data.arrived"

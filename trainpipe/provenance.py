@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import importlib.metadata
@@ -13,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SOURCE_PACKAGES = ("trainpipe", "tasks", "flows")
+SOURCE_PACKAGES = ("trainpipe", "tasks", "flows", "cli")
 TRACKED_PACKAGES = ("trainpipe", "prefect", "polars", "xgboost", "pandera", "optuna", "s3fs", "numpy", "pydantic")
 
 
@@ -89,3 +90,8 @@ def dependency_set() -> dict[str, Any]:
     data = path.read_bytes()
     pins = [line.strip() for line in data.decode().splitlines() if line.strip() and not line.startswith("#")]
     return {"file": "constraints.txt", "sha256": hashlib.sha256(data).hexdigest(), "pins": pins}
+
+
+def now_iso(timespec: str = "seconds") -> str:
+    """The current UTC time in ISO 8601, for records and manifests."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec=timespec)

@@ -19,8 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tasks import promote, registry  # noqa: E402
-from trainpipe import storage  # noqa: E402
+from tasks import promote  # noqa: E402
+from trainpipe import (
+    registry,  # noqa: E402
+    storage,  # noqa: E402
+)
 from trainpipe.spec import PromotionSpec  # noqa: E402
 
 

@@ -96,7 +96,7 @@ def test_bad_spec_names_the_field_and_exits_2(tmp_path: Path, penguins_csv: Path
 
 
 def test_missing_target_column_names_it(tmp_path: Path, penguins_csv: Path):
-    done = run("-m", "flows.train", "--data", str(penguins_csv), "--target", "colour",
+    done = run("-m", "cli", "train", "--data", str(penguins_csv), "--target", "colour",
                "--artifacts", str(tmp_path / "art"))
 
     assert done.returncode == 3

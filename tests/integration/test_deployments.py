@@ -20,10 +20,9 @@ import polars as pl
 import pytest
 from deploy_stack import BUCKET, LANDING, STORE, Stack, deployment_stack, finished, flow_runs, wait_for
 
-from tasks import registry
 from tasks.watch import listing, read_state
 from tasks.watch import poll as watch_poll
-from trainpipe import storage
+from trainpipe import registry, storage
 
 pytestmark = pytest.mark.integration
 

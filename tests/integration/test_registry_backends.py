@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from moto_s3 import moto_s3
 
-from tasks import audit, registry
-from trainpipe import storage
+from trainpipe import audit, registry, storage
 
 WORKER = Path(__file__).with_name("registry_worker.py")
 BUCKET = "trainpipe-registry"

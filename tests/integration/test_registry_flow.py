@@ -9,10 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from flows.reproduce import reproduce
 from flows.train import train_flow
-from tasks import audit, registry
-from tasks.reproduce import reproduce
-from trainpipe import storage
+from trainpipe import audit, registry, storage
 from trainpipe.spec import parse_spec
 
 WEAK = {"num_boost_round": 1, "max_depth": 1}
@@ -125,7 +124,7 @@ def test_reproduce_gives_a_byte_identical_model(history):
 
 
 def test_manual_promote_and_rollback_record_who_and_why(history, monkeypatch, capsys):
-    from trainpipe.cli import main
+    from cli.main import main
 
     artifacts = history["artifacts"]
     monkeypatch.setenv("TRAINPIPE_USER", "alice")

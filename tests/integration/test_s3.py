@@ -9,9 +9,8 @@ import pytest
 from moto_s3 import moto_s3
 
 from flows.train import train_flow
-from tasks import registry
 from tasks.predict import predict
-from trainpipe import storage
+from trainpipe import registry, storage
 from trainpipe.spec import parse_spec
 
 BUCKET = "trainpipe-test"

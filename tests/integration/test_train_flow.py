@@ -10,8 +10,7 @@ import polars as pl
 import pytest
 
 from flows.train import train_flow
-from tasks import registry
-from trainpipe import storage
+from trainpipe import registry, storage
 from trainpipe.errors import ContractViolation
 from trainpipe.spec import parse_spec
 

@@ -14,9 +14,10 @@ import optuna
 import polars as pl
 import pytest
 
-from tasks.features import fit_transform, matrix_frame
+from tasks.features import fit_transform
 from trainpipe import storage
 from trainpipe.spec import FeatureSpec, parse_spec
+from trainpipe.transform import matrix_frame
 
 POSTGRES = os.environ.get("TRAINPIPE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 WORKER = Path(__file__).with_name("tune_worker.py")

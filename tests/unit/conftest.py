@@ -65,8 +65,9 @@ def rows_for() -> Callable[..., pl.DataFrame]:
 @pytest.fixture
 def prepared(rows_for) -> Callable[..., dict[str, Any]]:
     """Rows of a task, split 200/100/100, with a fitted transform and the feature matrices of each part."""
-    from tasks.features import fit_transform, matrix_frame
+    from tasks.features import fit_transform
     from trainpipe.spec import FeatureSpec
+    from trainpipe.transform import matrix_frame
 
     def prepare(task: str, n: int = 400, seed: int = 0) -> dict[str, Any]:
         frame = make_rows(n, task, seed)

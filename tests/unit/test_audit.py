@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import audit
-from trainpipe import storage
+from trainpipe import audit, storage
 
 
 def test_append_chains_records_and_verifies(tmp_path):

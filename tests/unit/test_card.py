@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.card import calibration_points, plot_data, plot_svgs, pr_points, roc_points
+from tasks.plots import calibration_points, plot_data, pr_points, roc_points
+from trainpipe.card import plot_svgs
 
 
 def test_roc_pr_and_calibration_points():

@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_squared_error, r2_score, roc_auc_score
 
-from tasks.evaluate import (
+from tasks.evaluate import evaluate_model, feature_importance
+from tasks.train import fit_booster
+from trainpipe.boosting import booster_params, load_matrix
+from trainpipe.metrics import (
     average_ranks,
     baseline_predictions,
     binary_metrics,
     compute_metrics,
-    evaluate_model,
-    feature_importance,
     multiclass_metrics,
     regression_metrics,
     roc_auc,
 )
-from tasks.features import LABEL
-from tasks.train import booster_params, fit_booster, load_matrix
 from trainpipe.spec import XGBoostSpec
+from trainpipe.transform import LABEL
 
 
 def test_roc_auc_hand_computed():

@@ -8,9 +8,10 @@ import json
 import polars as pl
 import pytest
 
-from tasks.features import LABEL, apply_transform, encode_target, fit_transform, matrix_frame
+from tasks.features import fit_transform
 from trainpipe.errors import DataError, SpecError
 from trainpipe.spec import DerivedColumn, FeatureSpec
+from trainpipe.transform import LABEL, apply_transform, encode_target, matrix_frame
 
 # Hand-written rows are few: keep every level however rare (the default drops levels seen < 5 times).
 DEFAULT = FeatureSpec(min_category_count=1)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.fit import fit_deployment, worker_xgboost
-from tasks.train import cuda_visible
+from cli.infra import POOLS, load_template
+from flows.fit import fit_deployment
+from tasks.compute import worker_xgboost
+from trainpipe.boosting import cuda_visible
 from trainpipe.errors import SpecError
-from trainpipe.infra import POOLS, load_template
 from trainpipe.spec import XGBoostSpec, parse_spec
 
 
@@ -65,7 +66,7 @@ def test_compute_spec_names_the_pool_deployment():
 def test_setup_and_notify_need_a_server(monkeypatch, tmp_path: Path, capsys):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from trainpipe.cli import main
+    from cli.main import main
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     (tmp_path / "a.csv").write_text("x\n1\n")

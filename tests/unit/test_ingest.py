@@ -9,9 +9,10 @@ import hashlib
 import polars as pl
 import pytest
 
-from tasks.ingest import ingest_files, load_files, read_file, resolve_sources, sources_fingerprint
+from tasks.ingest import ingest_files
 from trainpipe import storage
 from trainpipe.errors import DataError
+from trainpipe.sources import load_files, read_file, resolve_sources, sources_fingerprint
 from trainpipe.spec import DataSpec
 
 CSV = "x,name,when\n1,ann,2024-01-02\n2,NA,2024-01-03\n3,,2024-01-04\n"

@@ -6,13 +6,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.features import LABEL, apply_transform
-from tasks.predict import load_version, predict, score_frame
-from tasks.registry import publish_version
-from tasks.train import booster_params, fit_booster, load_matrix, model_bytes
+from tasks.predict import predict, score_frame
+from tasks.train import fit_booster
 from trainpipe import storage
+from trainpipe.boosting import booster_params, load_matrix, model_bytes
 from trainpipe.errors import DataError, RegistryError, SpecError
+from trainpipe.registry import publish_version
+from trainpipe.scoring import load_version
 from trainpipe.spec import XGBoostSpec
+from trainpipe.transform import LABEL, apply_transform
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from tasks.promote import gate, gate_metric, judge, paired_bootstrap, reorder_classes
-from tasks.train import load_matrix
+from tasks.gate import gate, gate_metric, judge, paired_bootstrap
+from trainpipe.boosting import load_matrix
 from trainpipe.errors import DataError, SpecError
+from trainpipe.scoring import reorder_classes
 from trainpipe.spec import PromotionSpec
 
 
@@ -120,8 +121,7 @@ def test_gate_when_the_champion_cannot_score_the_rows(prepared):
                                             ("multiclass", "mlogloss"), ("multiclass", "accuracy"),
                                             ("regression", "rmse"), ("regression", "mae"), ("regression", "r2")])
 def test_weighted_scorer_matches_evaluate_and_resampling(task, metric):
-    from tasks.evaluate import compute_metrics
-    from tasks.promote import Scorer
+    from trainpipe.metrics import Scorer, compute_metrics
 
     rng = np.random.default_rng(4)
     n = 300

@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from tasks.registry import (
+from trainpipe import storage
+from trainpipe.errors import RegistryError
+from trainpipe.registry import (
     CLAIM,
     COMMITTED,
     MANIFEST,
@@ -22,8 +24,6 @@ from tasks.registry import (
     resolve_version,
     version_uri,
 )
-from trainpipe import storage
-from trainpipe.errors import RegistryError
 
 
 def publish(root: str, name: str = "churn", model: bytes = b"model-1", identity: str = "1", **extra):
@@ -76,7 +76,7 @@ def test_uncommitted_version_is_invisible_and_its_number_is_skipped(tmp_path):
 
 
 def test_publish_skips_a_number_claimed_after_its_listing(tmp_path, monkeypatch):
-    import tasks.registry as registry
+    import trainpipe.registry as registry
 
     root = str(tmp_path)
     publish(root, identity="a")
@@ -146,7 +146,7 @@ def test_latest_contract_ref(tmp_path):
 
 
 def test_publish_logs_the_version_and_aliases_move_with_history(tmp_path):
-    from tasks.registry import alias_history, aliases, champion, rollback, set_alias, verify_registry
+    from trainpipe.registry import alias_history, aliases, champion, rollback, set_alias, verify_registry
 
     root = str(tmp_path)
     for identity in ("a", "b", "c"):
@@ -175,7 +175,7 @@ def test_publish_logs_the_version_and_aliases_move_with_history(tmp_path):
     ("churn:1", "champion", " ", "reason is required"),
 ])
 def test_set_alias_rejects_bad_requests(tmp_path, ref, alias, reason, message):
-    from tasks.registry import set_alias
+    from trainpipe.registry import set_alias
 
     publish(str(tmp_path))
     with pytest.raises(RegistryError, match=message):
@@ -183,8 +183,8 @@ def test_set_alias_rejects_bad_requests(tmp_path, ref, alias, reason, message):
 
 
 def test_verify_registry_notices_a_version_missing_from_the_log(tmp_path):
-    from tasks import audit
-    from tasks.registry import verify_registry
+    from trainpipe import audit
+    from trainpipe.registry import verify_registry
 
     root = str(tmp_path)
     publish(root, identity="a")

@@ -7,10 +7,11 @@ import polars as pl
 import pytest
 import xgboost as xgb
 
-from tasks.features import LABEL
-from tasks.train import booster_params, cuda_visible, fit_booster, load_matrix, model_bytes
+from tasks.train import fit_booster
+from trainpipe.boosting import booster_params, cuda_visible, load_matrix, model_bytes
 from trainpipe.errors import SpecError
 from trainpipe.spec import XGBoostSpec
+from trainpipe.transform import LABEL
 
 SMALL = XGBoostSpec(nthread=2, subsample=0.8, colsample_bytree=0.8)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.ingest import resolve_sources, sources_fingerprint
 from tasks.watch import build_event, decide, listing, read_state, record_trigger_failure, state_uri
 from trainpipe import storage
+from trainpipe.sources import resolve_sources, sources_fingerprint
 from trainpipe.spec import DataSpec
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)

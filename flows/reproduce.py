@@ -13,32 +13,22 @@ from typing import Any
 
 import numpy as np
 
-from tasks.ingest import load_files, resolve_sources, sources_fingerprint
-from tasks.registry import read_manifest, resolve_version, version_uri
 from trainpipe import storage
 from trainpipe.errors import TrainpipeError
 from trainpipe.provenance import code_version, dependency_set
+from trainpipe.registry import read_manifest, resolve_version, version_uri
+from trainpipe.scoring import raw_scores
+from trainpipe.sources import load_files, resolve_sources, sources_fingerprint
 from trainpipe.spec import parse_spec
 
 DEFAULT_TOLERANCE = 1e-6
-
-
-def raw_scores(model: dict[str, Any], frame: Any) -> np.ndarray:
-    import polars as pl
-
-    from tasks.features import LABEL, apply_transform
-    from tasks.train import load_matrix
-
-    features = apply_transform(frame, model["transform"], "reproduction data")
-    matrix = load_matrix(features.with_columns(pl.lit(0.0).alias(LABEL)), model["transform"]["feature_types"])
-    return np.asarray(model["booster"].predict(matrix), dtype=np.float64)
 
 
 def reproduce(artifacts: str, ref: str, tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
     """Train again from NAME:VERSION's manifest; say whether the model is byte-identical or agrees within
     `tolerance`, and what differs in data, code and dependencies."""
     from flows.train import train_flow
-    from tasks.predict import load_version
+    from trainpipe.scoring import load_version
 
     name, version = resolve_version(artifacts, ref)
     manifest = read_manifest(artifacts, name, version)

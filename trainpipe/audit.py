@@ -17,7 +17,6 @@ happen; the full history of every alias is the log itself.
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import json
 import os
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from trainpipe import storage
+from trainpipe.provenance import now_iso
 
 SEQ_WIDTH = 8
 HEAD = "HEAD.json"
@@ -45,9 +45,6 @@ def whoami() -> str:
     """Who acts, from the environment: TRAINPIPE_USER, else USER, else the login name."""
     return os.environ.get("TRAINPIPE_USER") or os.environ.get("USER") or getpass.getuser()
 
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def content_sha256(record: dict[str, Any]) -> str:
@@ -100,7 +97,7 @@ def _tail(artifacts: str, name: str) -> tuple[int, str]:
 
 
 def _make_record(seq: int, prev: str, event: str, fields: dict[str, Any]) -> bytes:
-    record = {**fields, "seq": seq, "prev_sha256": prev, "event": event, "at": now_iso(),
+    record = {**fields, "seq": seq, "prev_sha256": prev, "event": event, "at": now_iso("milliseconds"),
               "by": fields.get("by") or whoami()}
     record["sha256"] = content_sha256(record)
     return storage.dumps_json(record)

@@ -1,0 +1,46 @@
+"""The `trainpipe` command: train, predict, models list/show/promote/rollback, audit verify/log, reproduce,
+infra setup, notify.
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad spec or option, 3 unreadable or
+unsuitable data, 4 data-contract violation, 5 missing model or version, 6 tuning
+produced no usable trial, 7 audit log does not verify or a version was not reproduced.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Optional
+
+from cli import handlers
+from cli.parser import build_parser
+from trainpipe.errors import TrainpipeError
+
+HANDLERS = {
+    "train": handlers.cmd_train,
+    "predict": handlers.cmd_predict,
+    "models": handlers.cmd_models,
+    "audit": handlers.cmd_audit,
+    "reproduce": handlers.cmd_reproduce,
+    "infra": handlers.cmd_infra,
+    "notify": handlers.cmd_notify,
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return HANDLERS[args.command](args)
+    except TrainpipeError as error:
+        print(f"trainpipe: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except PermissionError as error:
+        print(f"trainpipe: error: no permission: {error.filename or error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("trainpipe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Data sources: list input files (local or s3://), fingerprint them, and read them with polars.
+
+Used by ingest, predict, watch and reproduce alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any
+
+import polars as pl
+from fsspec.implementations.local import LocalFileSystem
+
+from trainpipe import storage
+from trainpipe.errors import DataError
+from trainpipe.spec import FORMAT_SUFFIXES, DataSpec, infer_format
+
+GLOB_CHARS = set("*?[")
+
+
+
+def _is_hidden(path: str) -> bool:
+    """Dot files and _-prefixed markers (Spark's _SUCCESS, macOS ._ files) are never data."""
+    return path.rsplit("/", 1)[-1].startswith((".", "_"))
+
+
+
+def _is_data_file(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    if _is_hidden(path):
+        return False
+    lowered = name.lower()
+    for compression in (".gz", ".zst", ".bz2"):
+        lowered = lowered.removesuffix(compression)
+    return any(lowered.endswith(suffix) for suffix in FORMAT_SUFFIXES)
+
+
+
+def _full_uri(fs: Any, path: str) -> str:
+    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+
+
+
+def list_source_files(uri: str) -> list[dict[str, Any]]:
+    """The files one data URI names (file, glob or folder), with size and a content tag, sorted by URI."""
+    fs, path = storage.get_fs(uri)
+    fs.invalidate_cache()
+    if GLOB_CHARS & set(path):
+        paths = [p for p in fs.glob(path) if fs.isfile(p) and not _is_hidden(p)]
+    elif fs.isdir(path):
+        paths = [p for p in fs.find(path) if _is_data_file(p)]
+    elif fs.isfile(path):
+        paths = [path]
+    else:
+        raise DataError(f"data not found: {uri}")
+    if not paths:
+        raise DataError(f"no data files (csv, parquet, ndjson) under {uri}")
+    files = []
+    for found in sorted(paths):
+        info = fs.info(found)
+        file_uri = _full_uri(fs, found)
+        if isinstance(fs, LocalFileSystem):
+            tag = "sha256:" + storage.sha256_uri(file_uri)
+        else:
+            # Object stores give a content tag without reading the bytes.
+            etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+            tag = f"etag:{etag}" if etag else "sha256:" + storage.sha256_uri(file_uri)
+        files.append({"uri": file_uri, "size": int(info.get("size") or 0), "content": tag})
+    return files
+
+
+
+def resolve_sources(data: DataSpec) -> list[dict[str, Any]]:
+    """Every input file of the spec, each with its format, size and content tag."""
+    files: dict[str, dict[str, Any]] = {}
+    for uri in data.uris:
+        for item in list_source_files(uri):
+            fmt = data.format or infer_format(item["uri"])
+            files[item["uri"]] = {**item, "format": fmt}
+    return [files[key] for key in sorted(files)]
+
+
+
+def sources_fingerprint(files: list[dict[str, Any]]) -> str:
+    """One hash over the input files' URIs, sizes and content tags."""
+    blob = json.dumps([[f["uri"], f["size"], f["content"], f["format"]] for f in files], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+
+def read_file(file: dict[str, Any], data: DataSpec) -> pl.DataFrame:
+    """Read one input file into a frame; a parse failure names the file."""
+    uri, fmt = file["uri"], file["format"]
+    fs, path = storage.get_fs(uri)
+    try:
+        with fs.open(path, "rb", compression="infer") as handle:
+            if fmt == "csv":
+                return pl.read_csv(
+                    handle,
+                    separator=data.separator,
+                    null_values=data.null_values,
+                    infer_schema_length=10_000,
+                    try_parse_dates=True,
+                )
+            if fmt == "parquet":
+                return pl.read_parquet(handle)
+            content = handle.read()
+            if content.lstrip()[:1] == b"[":
+                return pl.read_json(io.BytesIO(content), infer_schema_length=10_000)  # a JSON array of records
+            return pl.read_ndjson(io.BytesIO(content), infer_schema_length=10_000)
+    except (pl.exceptions.PolarsError, UnicodeDecodeError, ValueError) as error:
+        raise _read_error(file, error) from None
+
+
+
+def _read_error(file: dict[str, Any], error: BaseException) -> DataError:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return DataError(f"cannot read {file['uri']} as {file['format']}: {message}")
+
+
+
+def scan_file(file: dict[str, Any], data: DataSpec) -> pl.LazyFrame:
+    """A lazy scan of a local, uncompressed file; other files are read through fsspec."""
+    uri, fmt = file["uri"], file["format"]
+    fs, path = storage.get_fs(uri)
+    if not isinstance(fs, LocalFileSystem) or path.lower().endswith((".gz", ".zst", ".bz2", ".json")):
+        return read_file(file, data).lazy()
+    try:
+        if fmt == "csv":
+            return pl.scan_csv(path, separator=data.separator, null_values=data.null_values,
+                               infer_schema_length=10_000, try_parse_dates=True)
+        if fmt == "parquet":
+            return pl.scan_parquet(path)
+        return pl.scan_ndjson(path, infer_schema_length=10_000)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as error:
+        raise _read_error(file, error) from None
+
+
+
+def load_files(files: list[dict[str, Any]], data: DataSpec) -> pl.DataFrame:
+    """Scan every input, stack them (columns missing in a file become nulls, types widen), collect once.
+
+    When the combined read fails, each file is read alone to name the one at fault.
+    """
+    scans = [scan_file(f, data) for f in files]
+    try:
+        plan = scans[0] if len(scans) == 1 else pl.concat(scans, how="diagonal_relaxed")
+        return plan.collect()
+    except (pl.exceptions.PolarsError, OSError, ValueError) as error:
+        for file, scan in zip(files, scans, strict=True):
+            try:
+                scan.collect()
+            except (pl.exceptions.PolarsError, OSError, ValueError) as file_error:
+                raise _read_error(file, file_error) from None
+        raise DataError(f"files cannot be stacked ({', '.join(f['uri'] for f in files)}): {error}") from None
