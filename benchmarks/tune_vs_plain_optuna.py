@@ -63,6 +63,7 @@ from tasks.tune import DEFAULT_SPACE, search_space  # noqa: E402
 from trainpipe import storage  # noqa: E402
 from trainpipe.boosting import OBJECTIVES, load_matrix  # noqa: E402
 from trainpipe.metrics import METRICS, compute_metrics  # noqa: E402
+from trainpipe.results import Matrices  # noqa: E402
 from trainpipe.spec import TuningSpec, parse_spec  # noqa: E402
 from trainpipe.transform import LABEL  # noqa: E402
 
@@ -86,26 +87,26 @@ def flights(path: Path, rows: int | None) -> dict[str, Any]:
 DATASETS: dict[str, Callable[[Path, int | None], dict[str, Any]]] = {"diamonds": diamonds, "flights": flights}
 
 
-def features_output(artifacts: Path) -> dict[str, Any]:
+def features_output(artifacts: Path) -> Matrices:
     """The matrices the (single) features stage run under this artifact root wrote."""
     folders = sorted((artifacts / "cache" / "features").iterdir())
     if len(folders) != 1:
         raise RuntimeError(f"expected one features stage folder under {artifacts}, found {len(folders)}")
-    return storage.read_json(str(folders[0] / "_SUCCESS"))
+    return Matrices.model_validate(storage.read_json(str(folders[0] / "_SUCCESS")))
 
 
-def holdout(task: str, booster: xgb.Booster, matrices: dict[str, Any], rounds: int) -> float:
-    test = storage.read_parquet(matrices["uris"]["test"])
-    pred = booster.predict(load_matrix(test, matrices["feature_types"]), iteration_range=(0, rounds))
+def holdout(task: str, booster: xgb.Booster, matrices: Matrices, rounds: int) -> float:
+    test = storage.read_parquet(matrices.uris["test"])
+    pred = booster.predict(load_matrix(test, matrices.feature_types), iteration_range=(0, rounds))
     return compute_metrics(task, test.get_column(LABEL).to_numpy(), pred)[next(iter(METRICS[task]))]
 
 
-def plain_loop(task: str, matrices: dict[str, Any], trials: int, rounds: int, early: int,
+def plain_loop(task: str, matrices: Matrices, trials: int, rounds: int, early: int,
                seed: int) -> dict[str, Any]:
     """What a user writes by hand: study.optimize over xgboost.train, sequential, all cores, no pruning."""
-    types = matrices["feature_types"]
-    dtrain = load_matrix(storage.read_parquet(matrices["uris"]["train"]), types)
-    dvalid = load_matrix(storage.read_parquet(matrices["uris"]["valid"]), types)
+    types = matrices.feature_types
+    dtrain = load_matrix(storage.read_parquet(matrices.uris["train"]), types)
+    dvalid = load_matrix(storage.read_parquet(matrices.uris["valid"]), types)
     objective_name, metric = OBJECTIVES[task]
     distributions, _ = search_space({})
     boosters: dict[int, tuple[xgb.Booster, int]] = {}
@@ -133,7 +134,7 @@ def plain_loop(task: str, matrices: dict[str, Any], trials: int, rounds: int, ea
             "holdout": holdout(task, booster, matrices, best_rounds), "pruned": 0}
 
 
-def trainpipe_run(spec_fields: dict[str, Any], matrices: dict[str, Any], parallelism: int) -> dict[str, Any]:
+def trainpipe_run(spec_fields: dict[str, Any], matrices: Matrices, parallelism: int) -> dict[str, Any]:
     from flows.train import train_flow
     from flows.tune import tuning_subflow
 
@@ -144,9 +145,9 @@ def trainpipe_run(spec_fields: dict[str, Any], matrices: dict[str, Any], paralle
     result = train_flow(spec)  # reuses that tuning, refits with the best parameters, evaluates
     if not result["stages"]["tune"]["cached"]:
         raise RuntimeError("the training flow did not reuse the timed tuning run")
-    counts = tuned["summary"]["counts"]
+    counts = tuned.summary["counts"]
     return {"wall_s": wall, "trials": counts["complete"] + counts["pruned"],
-            "best_valid": tuned["summary"]["best_value"],
+            "best_valid": tuned.summary["best_value"],
             "holdout": result["metrics"][result["headline_metric"]], "pruned": counts["pruned"],
             "refit_s": result["stages"]["train"]["seconds"]}
 

@@ -19,6 +19,7 @@ from tasks.train import train_task
 from tasks.tune import tuned_xgboost
 from trainpipe import storage
 from trainpipe.errors import SpecError, TrainpipeError
+from trainpipe.results import Fit, Matrices, Validated
 from trainpipe.spec import TaskType, TrainSpec
 
 FIT_FLOW = "trainpipe-fit"
@@ -34,58 +35,54 @@ def result_uri(artifacts: str, run_id: str) -> str:
 
 
 @flow(name=FIT_FLOW, persist_result=True, result_serializer="json")
-def fit_flow(spec: TrainSpec, matrices: dict[str, Any], task: TaskType, n_classes: int) -> dict[str, Any]:
-    """Tune (when the spec asks for trials), then train on the feature matrices; returns the train stage's
-    result with both stages' timings and cache hits under `stages`.
+def fit_flow(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classes: int) -> Fit:
+    """Tune (when the spec asks for trials), then train on the feature matrices; returns the model with both
+    stages' timings and cache hits.
 
     Args:
         spec: The training run's spec (its artifact store must be shared with the caller).
         matrices: The features stage's result: URIs of the train/valid/test matrices and their metadata.
-        task: binary, multiclass or regression.
+        task_type: binary, multiclass or regression.
         n_classes: Number of classes (0 for regression).
     """
-    logger = get_run_logger()
     artifacts = storage.normalize_root(spec.artifacts)
     xgboost = worker_xgboost(spec.xgboost)
-    with worker_slot() as slot:
-        if slot:
-            logger.info("holding a slot of concurrency limit %s (%s/%s in use)", slot["limit"],
-                        slot["active_slots"], slot["slots"])
+    with worker_slot(get_run_logger()) as slot:
         stages: dict[str, Any] = {}
         tuned = (run_stage(stages, "tune", tuning_subflow(spec.tuning.parallelism),
-                           spec.model_copy(update={"xgboost": xgboost}), matrices, task, n_classes or None)
+                           spec.model_copy(update={"xgboost": xgboost}), matrices, task_type, n_classes or None)
                  if spec.tuning.trials else None)
-        model = run_stage(stages, "train", train_task, matrices, task, n_classes or None,
+        model = run_stage(stages, "train", train_task, matrices, task_type, n_classes or None,
                           tuned_xgboost(xgboost, tuned), spec.seed, artifacts, tuned)
-    result = {**model, "stages": stages, "device": xgboost.device, "concurrency": slot}
+    fit = Fit(model=model, stages=stages, device=xgboost.device, concurrency=slot)
     if deployment.id:  # dispatched: the caller reads the result from the shared store
-        storage.write_json(result_uri(artifacts, flow_run.id), result)
-    return result
+        storage.write_json(result_uri(artifacts, flow_run.id), fit.model_dump(mode="json"))
+    return fit
 
 
-def fit_part(spec: TrainSpec, matrices: dict[str, Any], task: TaskType, n_classes: int) -> dict[str, Any]:
+def fit_part(spec: TrainSpec, matrices: Matrices, validated: Validated) -> Fit:
     """Run the fit subflow here, or on `spec.compute.train_pool` and wait for it."""
     pool = spec.compute.train_pool
     if not pool:
-        return fit_flow(spec, matrices, task, n_classes)
+        return fit_flow(spec, matrices, validated.task, validated.n_classes)
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
-    logger = get_run_logger()
     name = fit_deployment(pool)
     artifacts = storage.normalize_root(spec.artifacts)  # the pool's workers must share this store
     shared = spec.model_copy(update={"artifacts": artifacts})
     job_variables = {"env": dict(spec.compute.env)} if spec.compute.env else None
     try:
-        run = run_deployment(name, parameters={"spec": shared.model_dump(mode="json"), "matrices": matrices,
-                                               "task": task, "n_classes": n_classes},
+        run = run_deployment(name, parameters={"spec": shared.model_dump(mode="json"),
+                                               "matrices": matrices.model_dump(mode="json"),
+                                               "task_type": validated.task, "n_classes": validated.n_classes},
                              job_variables=job_variables, poll_interval=1)
     except ObjectNotFound:
         raise SpecError(f"compute.train_pool is {pool!r} but there is no deployment {name}: "
                         "run `prefect --no-prompt deploy --all` with this repository's prefect.yaml") from None
-    logger.info("training ran on pool %s as flow run %s: %s", run.work_pool_name, run.id, run.state_name)
+    get_run_logger().info("training ran on pool %s as flow run %s: %s", run.work_pool_name, run.id, run.state_name)
     if run.state is None or not run.state.is_completed():
         raise TrainpipeError(f"training on pool {pool!r} ({name}, flow run {run.id}) ended "
                              f"{run.state_name}: {run.state.message if run.state else 'no state'}")
-    result = storage.read_json(result_uri(artifacts, str(run.id)))
-    return {**result, "flow_run": {"id": str(run.id), "work_pool": run.work_pool_name}}
+    fit = Fit.model_validate(storage.read_json(result_uri(artifacts, str(run.id))))
+    return fit.model_copy(update={"flow_run": {"id": str(run.id), "work_pool": run.work_pool_name}})

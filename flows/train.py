@@ -1,5 +1,5 @@
-"""The training flow: ingest -> validate -> split -> features -> fit (tune, train) -> evaluate -> gate -> store
--> promote."""
+"""The training flow: ingest -> validate -> split -> features -> fit (tune, train) -> [an identical version
+already judged? stop] -> evaluate -> gate -> drift -> plots -> store -> promote."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from tasks.ingest import fingerprint_task, ingest_task
 from tasks.plots import plots_task
 from tasks.promote import promote_task
 from tasks.split import split_task
-from tasks.store import store_task
+from tasks.store import find_stored_task, store_task
 from tasks.validate import contract_ref_task, validate_task
 from trainpipe import storage
+from trainpipe.results import Outcome, RunContext
 from trainpipe.spec import TrainSpec
 
 
@@ -32,7 +33,6 @@ def train_flow(spec: TrainSpec, trigger: Optional[dict[str, Any]] = None) -> dic
 
     `trigger` (the event that started the run, when there is one) is recorded in the lineage and audit log.
     """
-    logger = get_run_logger()
     artifacts = storage.normalize_root(spec.artifacts)
     stages: dict[str, Any] = {}
     sources = fingerprint_task(spec.data)
@@ -41,48 +41,25 @@ def train_flow(spec: TrainSpec, trigger: Optional[dict[str, Any]] = None) -> dic
                                  spec.drop_columns)
     validated = run_stage(stages, "validate", validate_task, snapshot, spec.target, spec.task, spec.id_columns,
                           spec.drop_columns, spec.split.time_column, spec.validation, contract, artifacts)
-    parts = run_stage(stages, "split", split_task, validated, spec.split, spec.target, validated["task"],
-                      spec.seed, artifacts)
+    parts = run_stage(stages, "split", split_task, validated, spec.split, spec.target, validated.task, spec.seed,
+                      artifacts)
     matrices = run_stage(stages, "features", features_task, parts, validated, spec.target, spec.id_columns,
                          spec.features, artifacts)
-    n_classes = len(validated["classes"] or [])
-    model = fit_part(spec, matrices, validated["task"], n_classes)  # tune + train, here or on compute.train_pool
-    stages.update(model["stages"])
-    evaluation = run_stage(stages, "evaluate", evaluate_task, matrices, model, validated["task"], n_classes)
-    classes = validated["classes"]
-    verdict = gate_task(artifacts, spec.name, spec.promotion, spec.seed, parts, matrices, model, validated["task"],
-                        classes)
-    drift = drift_task(artifacts, spec.name, parts, [spec.target, *spec.id_columns], verdict["champion_version"])
-    plots = plots_task(matrices, model, validated["task"], classes)
-    stored = store_task(spec, sources, snapshot, validated, parts, matrices, model, evaluation, stages,
-                        verdict=verdict, drift=drift, plots=plots, trigger=trigger)
-    promotion = promote_task(artifacts, spec.name, spec.promotion, spec.seed, stored, verdict, parts, matrices,
-                             model, validated["task"], classes, trigger)
-    logger.info("model %s version %s at %s%s; %s", spec.name, stored["version"], stored["uri"],
-                " (identical to a stored version: reused)" if stored["reused"] else "", promotion["reason"])
-    return {
-        "model": spec.name,
-        "version": stored["version"],
-        "uri": stored["uri"],
-        "reused": stored["reused"],
-        "task": validated["task"],
-        "task_inferred": spec.task is None,
-        "task_reason": validated["task_reason"],
-        "headline_metric": evaluation["headline_metric"],
-        "metrics": evaluation["metrics"],
-        "baseline_metrics": evaluation["baseline_metrics"],
-        "rows": parts["rows"],
-        "dropped_null_target": validated["dropped_null_target"],
-        "contract_violations": validated["violations"],
-        "dropped_features": matrices["dropped"],
-        "data_fingerprint": sources["fingerprint"],
-        "stages": stages,
-        "tuning": model.get("tuning"),
-        "promoted": promotion["moved"],
-        "promotion": {k: promotion.get(k) for k in ("promote", "moved", "reason", "policy", "metric", "against",
-                                                     "champion_version", "evidence", "audit_seq")},
-        "drift_large_shifts": ((drift.get("drift") or {}).get("large_shifts") or []),
-        "fit_run": model.get("flow_run"),
-        "trigger": trigger,
-    }
-
+    fit = fit_part(spec, matrices, validated)  # tune + train, here or on compute.train_pool
+    stages.update(fit.stages)
+    run = RunContext(spec=spec, artifacts=artifacts, sources=sources, snapshot=snapshot, validated=validated,
+                     parts=parts, matrices=matrices, fit=fit, stages=stages, trigger=trigger)
+    outcome = find_stored_task(run)
+    if outcome is None:
+        evaluation = run_stage(stages, "evaluate", evaluate_task, matrices, fit.model, validated.task,
+                               validated.n_classes, artifacts)
+        run = run.model_copy(update={"stages": stages})
+        verdict = gate_task(run, evaluation)
+        drift = drift_task(run, verdict.champion_version)
+        plots = plots_task(evaluation, validated.task, validated.classes)
+        stored = store_task(run, evaluation, verdict, drift, plots)
+        outcome = Outcome.of(stored, evaluation, promote_task(run, evaluation, stored, verdict), drift)
+    get_run_logger().info("model %s version %s at %s%s; %s", spec.name, outcome.stored.version, outcome.stored.uri,
+                          " (identical to a stored version: reused)" if outcome.stored.reused else "",
+                          outcome.promotion.reason)
+    return run.summary(outcome)

@@ -8,17 +8,18 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.tune import TuningRun, trial_task
+from trainpipe.results import Matrices, Tuned
 from trainpipe.spec import TaskType, TrainSpec
 
 
 @flow(name="trainpipe-tune", persist_result=True, result_serializer="json")
-def tune_flow(spec: TrainSpec, matrices: dict[str, Any], task: TaskType, n_classes: Optional[int]) -> dict[str, Any]:
+def tune_flow(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classes: Optional[int]) -> Tuned:
     """Search XGBoost parameters on the stored train/valid matrices; returns the best parameters and a summary.
 
     Takes URIs and the spec only, so it can run as its own deployment. A finished tuning run
     with the same inputs is reused from the artifact store.
     """
-    run = TuningRun(spec, matrices, task, n_classes)
+    run = TuningRun(spec, matrices, task_type, n_classes)
     if run.done is not None:
         return run.done
     outcome = run.search(lambda trial, params, history: trial_task.submit(run.context, trial, trial.number,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from prefect import task
 from prefect.context import TaskRunContext
@@ -14,6 +14,9 @@ from prefect.tasks import exponential_backoff
 from trainpipe import storage
 from trainpipe.errors import TrainpipeError
 from trainpipe.provenance import stage_key
+from trainpipe.results import StageResult
+
+R = TypeVar("R", bound=StageResult)
 
 SUCCESS_MARKER = "_SUCCESS"
 
@@ -69,16 +72,16 @@ def content_fingerprint(*parts: Any) -> str:
     return storage.sha256_bytes(storage.dumps_json(list(parts)))
 
 
-def finish_stage(folder: str, meta: dict[str, Any], started: float, content: list[Any]) -> dict[str, Any]:
-    """Record a stage's outputs as complete (the marker is written last) and return its metadata.
+def finish_stage(folder: str, kind: type[R], meta: dict[str, Any], started: float, content: list[Any]) -> R:
+    """Record a stage's outputs as complete (the marker is written last) and return them as a `kind` result.
 
     The `fingerprint` downstream stages key on is a hash of the output content, so a stage
     that re-runs (e.g. validation against a new contract) but yields the same data leaves
     every later stage cached.
     """
-    result = {**meta, "fingerprint": content_fingerprint(*content), "stage_key": folder.rsplit("/", 1)[-1],
-              "seconds": round(time.perf_counter() - started, 3)}
-    storage.write_json(storage.join(folder, SUCCESS_MARKER), result)
+    result = kind(**meta, fingerprint=content_fingerprint(*content), stage_key=folder.rsplit("/", 1)[-1],
+                  seconds=round(time.perf_counter() - started, 3))
+    storage.write_json(storage.join(folder, SUCCESS_MARKER), result.model_dump(mode="json"))
     return result
 
 
@@ -108,15 +111,15 @@ TRANSIENT_RETRIES: dict[str, Any] = {
 }
 
 
-def stored_stage_result(folder: str) -> Optional[dict[str, Any]]:
-    """The metadata a completed stage folder recorded, or None when it is not complete."""
+def stored_stage_result(folder: str, kind: type[R]) -> Optional[R]:
+    """The result a completed stage folder recorded, or None when it is not complete."""
     marker = storage.join(folder, SUCCESS_MARKER)
     if not storage.exists(marker):
         return None
-    return {**storage.read_json(marker), "seconds": 0.0, "from_store": True}
+    return kind.model_validate({**storage.read_json(marker), "seconds": 0.0, "from_store": True})
 
 
-def cached_stage(stage: str, *, io_retries: bool = False) -> Callable[[Callable[..., Any]], Any]:
+def cached_stage(stage: str, kind: type[StageResult], *, io_retries: bool = False) -> Callable[[Callable[..., Any]], Any]:
     """The @task decorator of a cached stage: content-keyed cache, persisted result, optional I/O retries.
 
     Besides Prefect's own cache, a stage whose folder in the artifact store is already
@@ -127,7 +130,7 @@ def cached_stage(stage: str, *, io_retries: bool = False) -> Callable[[Callable[
     def decorate(fn: Callable[..., Any]) -> Any:
         @functools.wraps(fn)
         def run_or_reuse(*args: Any, **kwargs: Any) -> Any:
-            done = stored_stage_result(current_stage_dir(stage))
+            done = stored_stage_result(current_stage_dir(stage), kind)
             return done if done is not None else fn(*args, **kwargs)
 
         return task(
@@ -141,10 +144,10 @@ def cached_stage(stage: str, *, io_retries: bool = False) -> Callable[[Callable[
     return decorate
 
 
-def run_stage(stages: dict[str, Any], name: str, stage: Any, *args: Any) -> dict[str, Any]:
+def run_stage(stages: dict[str, Any], name: str, stage: Any, *args: Any) -> Any:
     """Run a stage task or subflow; note whether it was served from cache (Prefect's or the store's) and its time."""
     state = stage(*args, return_state=True)
     result = state.result()
-    cached = state.name == "Cached" or bool(result.get("from_store"))
-    stages[name] = {"cached": cached, "seconds": 0.0 if cached else result.get("seconds", 0.0)}
+    cached = state.name == "Cached" or bool(getattr(result, "from_store", False))
+    stages[name] = {"cached": cached, "seconds": 0.0 if cached else getattr(result, "seconds", 0.0)}
     return result

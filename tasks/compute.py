@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any, Optional
@@ -35,7 +36,7 @@ def worker_xgboost(xgboost: XGBoostSpec) -> XGBoostSpec:
 
 
 @contextlib.contextmanager
-def worker_slot() -> Iterator[Optional[dict[str, Any]]]:
+def worker_slot(logger: Optional[logging.Logger | logging.LoggerAdapter] = None) -> Iterator[Optional[dict[str, Any]]]:
     """Hold one slot of the global concurrency limit the pool names in `TRAINPIPE_CONCURRENCY_LIMIT`."""
     name = os.environ.get(LIMIT_ENV, "").strip()
     if not name:
@@ -48,4 +49,7 @@ def worker_slot() -> Iterator[Optional[dict[str, Any]]]:
     with concurrency(name, occupy=1, strict=True):
         with get_client(sync_client=True) as client:
             held = client.read_global_concurrency_limit_by_name(name)
-        yield {"limit": name, "slots": held.limit, "active_slots": held.active_slots}
+        slot = {"limit": name, "slots": held.limit, "active_slots": held.active_slots}
+        if logger is not None:
+            logger.info("holding a slot of concurrency limit %s (%s/%s in use)", name, held.active_slots, held.limit)
+        yield slot

@@ -19,6 +19,7 @@ from prefect import task
 from tasks.common import TRANSIENT_RETRIES
 from trainpipe import storage
 from trainpipe.registry import PROFILE_FILE, version_uri
+from trainpipe.results import Drift, RunContext
 
 BINS = 10
 MAX_LEVELS = 200
@@ -123,12 +124,12 @@ def champion_profile(artifacts: str, name: str, version: Optional[int]) -> Optio
 
 
 @task(name="drift", **TRANSIENT_RETRIES)
-def drift_task(artifacts: str, name: str, parts: dict[str, Any], skip: list[str],
-               champion_version: Optional[int]) -> dict[str, Any]:
+def drift_task(run: RunContext, champion_version: Optional[int]) -> Drift:
     """This run's training-data profile, and its drift against the champion's when there is one."""
-    train = storage.read_parquet(parts["uris"]["train"])
-    reference = champion_profile(artifacts, name, champion_version)
+    skip = [run.spec.target, *run.spec.id_columns]
+    train = storage.read_parquet(run.parts.uris["train"])
+    reference = champion_profile(run.artifacts, run.spec.name, champion_version)
     report = None
     if reference is not None:
         report = {"champion_version": champion_version, **drift_report(reference, train, skip)}
-    return {"profile": data_profile(train, skip), "drift": report}
+    return Drift(profile=data_profile(train, skip), report=report)

@@ -8,12 +8,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 import xgboost as xgb
-from prefect import task
 from prefect.artifacts import create_table_artifact
 
+from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
-from trainpipe.boosting import load_matrix
+from trainpipe.boosting import load_booster, load_matrix
 from trainpipe.metrics import METRICS, baseline_predictions, compute_metrics
+from trainpipe.results import Evaluation, FittedModel, Matrices
+from trainpipe.scoring import write_holdout
 from trainpipe.spec import TaskType
 from trainpipe.transform import LABEL
 
@@ -31,22 +33,36 @@ def feature_importance(booster: xgb.Booster, features: list[str]) -> list[dict[s
     return sorted(rows, key=lambda r: (-r["gain"], r["feature"]))
 
 
-def evaluate_model(
+def holdout_scores(
     booster: xgb.Booster, test: pl.DataFrame, train_labels: np.ndarray, task_type: TaskType,
     n_classes: int, feature_types: list[str],
-) -> dict[str, Any]:
-    """Metrics of the model and of the baseline on the test part, plus feature importance."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels of the test part, the model's scores and the trivial baseline's: the run's one prediction of it."""
     labels = test.get_column(LABEL).to_numpy()
     pred = booster.predict(load_matrix(test, feature_types))
-    baseline = baseline_predictions(task_type, train_labels, len(labels), n_classes)
-    features = [c for c in test.columns if c != LABEL]
+    return labels, pred, baseline_predictions(task_type, train_labels, len(labels), n_classes)
+
+
+def holdout_report(task_type: TaskType, labels: np.ndarray, pred: np.ndarray, baseline: np.ndarray,
+                   importance: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metrics of the model and of the baseline on the holdout, with the feature importance."""
     return {
         "metrics": compute_metrics(task_type, labels, pred),
         "baseline_metrics": compute_metrics(task_type, labels, baseline),
         "headline_metric": next(iter(METRICS[task_type])),
         "test_rows": len(labels),
-        "importance": feature_importance(booster, features),
+        "importance": importance,
     }
+
+
+def evaluate_model(
+    booster: xgb.Booster, test: pl.DataFrame, train_labels: np.ndarray, task_type: TaskType,
+    n_classes: int, feature_types: list[str],
+) -> dict[str, Any]:
+    """Metrics of the model and of the baseline on the test part, plus feature importance."""
+    labels, pred, baseline = holdout_scores(booster, test, train_labels, task_type, n_classes, feature_types)
+    return holdout_report(task_type, labels, pred, baseline,
+                          feature_importance(booster, [c for c in test.columns if c != LABEL]))
 
 
 def metric_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -56,14 +72,20 @@ def metric_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-@task(name="evaluate")
-def evaluate_task(matrices: dict[str, Any], model: dict[str, Any], task_type: TaskType,
-                  n_classes: int) -> dict[str, Any]:
+@cached_stage("evaluate", Evaluation)
+def evaluate_task(matrices: Matrices, model: FittedModel, task_type: TaskType, n_classes: int,
+                  artifacts: str) -> Evaluation:
+    """Score the holdout once; the metrics, the gate and the plots all read these scores."""
     started = time.perf_counter()
-    booster = xgb.Booster(model_file=bytearray(storage.read_bytes(model["model_uri"])))
-    train_labels = storage.read_parquet(matrices["uris"]["train"]).get_column(LABEL).to_numpy()
-    result = evaluate_model(booster, storage.read_parquet(matrices["uris"]["test"]), train_labels, task_type,
-                            n_classes, matrices["feature_types"])
+    folder = current_stage_dir("evaluate")
+    booster = load_booster(storage.read_bytes(model.model_uri))
+    test = storage.read_parquet(matrices.uris["test"])
+    train_labels = storage.read_parquet(matrices.uris["train"]).get_column(LABEL).to_numpy()
+    labels, pred, baseline = holdout_scores(booster, test, train_labels, task_type, n_classes, matrices.feature_types)
+    result = holdout_report(task_type, labels, pred, baseline, feature_importance(booster, matrices.features))
+    holdout_uri = storage.join(folder, "holdout.parquet")
+    digest = write_holdout(holdout_uri, labels, pred, baseline)
     create_table_artifact(key="metrics", table=metric_rows(result),
                           description=f"holdout metrics on {result['test_rows']} rows, against the trivial baseline")
-    return {**result, "seconds": round(time.perf_counter() - started, 3)}
+    return finish_stage(folder, Evaluation, {**result, "holdout_uri": holdout_uri}, started,
+                        content=[digest, result["metrics"]])

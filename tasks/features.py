@@ -14,6 +14,7 @@ import polars as pl
 from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.errors import DataError
+from trainpipe.results import Matrices, Parts, Validated
 from trainpipe.spec import FeatureSpec, TaskType
 from trainpipe.transform import TIME_OF_DAY_PARTS, TRANSFORM_FORMAT, add_derived, feature_columns, matrix_frame
 
@@ -87,21 +88,21 @@ def fit_transform(
     }
 
 
-@cached_stage("features")
+@cached_stage("features", Matrices)
 def features_task(
-    parts: dict[str, Any],
-    validated: dict[str, Any],
+    parts: Parts,
+    validated: Validated,
     target: str,
     id_columns: list[str],
     features: FeatureSpec,
     artifacts: str,
-) -> dict[str, Any]:
+) -> Matrices:
     started = time.perf_counter()
     folder = current_stage_dir("features")
-    train = storage.read_parquet(parts["uris"]["train"])
-    transform = fit_transform(train, target, validated["task"], validated["classes"], id_columns, features)
+    train = storage.read_parquet(parts.uris["train"])
+    transform = fit_transform(train, target, validated.task, validated.classes, id_columns, features)
     uris, digests = {}, []
-    for name, uri in parts["uris"].items():
+    for name, uri in parts.uris.items():
         frame = train if name == "train" else storage.read_parquet(uri)
         uris[name] = storage.join(folder, f"{name}.parquet")
         digests.append(storage.write_parquet(matrix_frame(frame, transform, uri), uris[name]))
@@ -113,4 +114,4 @@ def features_task(
         "feature_types": transform["feature_types"],
         "dropped": [{"column": e["name"], "reason": e["reason"]} for e in transform["inputs"] if e["kind"] == "drop"],
     }
-    return finish_stage(folder, meta, started, content=digests)
+    return finish_stage(folder, Matrices, meta, started, content=digests)

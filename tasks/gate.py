@@ -14,17 +14,15 @@ from typing import Any, Optional
 
 import numpy as np
 import polars as pl
-import xgboost as xgb
 from prefect import task
 
 from tasks.common import TRANSIENT_RETRIES
-from trainpipe import audit, storage
-from trainpipe.boosting import load_matrix
+from trainpipe import registry, storage
 from trainpipe.errors import DataError, RegistryError, SpecError
-from trainpipe.metrics import METRICS, Scorer, baseline_predictions, compute_metrics
-from trainpipe.scoring import champion_predictions
+from trainpipe.metrics import METRICS, Scorer, compute_metrics
+from trainpipe.results import Evaluation, RunContext, Verdict
+from trainpipe.scoring import champion_predictions, read_holdout
 from trainpipe.spec import PromotionSpec, TaskType
-from trainpipe.transform import LABEL
 
 
 def gate_metric(spec: PromotionSpec, task_type: TaskType) -> tuple[str, bool]:
@@ -89,7 +87,7 @@ def judge(policy: str, margin: float, evidence: Optional[dict[str, Any]], agains
 
 def gate(
     spec: PromotionSpec, task_type: TaskType, classes: Optional[list[Any]], labels: np.ndarray,
-    challenger: np.ndarray, baseline: np.ndarray, holdout: pl.DataFrame, champion: Optional[dict[str, Any]],
+    challenger: np.ndarray, baseline: np.ndarray, holdout: Optional[pl.DataFrame], champion: Optional[dict[str, Any]],
     seed: int,
 ) -> dict[str, Any]:
     """The verdict on a challenger: against the champion when there is one, else against the baseline."""
@@ -119,41 +117,39 @@ def load_champion(artifacts: str, name: str, version: Optional[int]) -> Optional
     return load_version(artifacts, f"{name}:{version}") if version is not None else None
 
 
-def holdout_inputs(parts: dict[str, Any], matrices: dict[str, Any], model: dict[str, Any], task_type: TaskType,
-                   n_classes: int) -> dict[str, Any]:
-    """Labels, the challenger's and the baseline's scores and the raw rows of the holdout."""
-    test = storage.read_parquet(matrices["uris"]["test"])
-    labels = test.get_column(LABEL).to_numpy()
-    booster = xgb.Booster(model_file=bytearray(storage.read_bytes(model["model_uri"])))
-    train_labels = storage.read_parquet(matrices["uris"]["train"]).get_column(LABEL).to_numpy()
-    return {
-        "labels": labels,
-        "challenger": booster.predict(load_matrix(test, matrices["feature_types"])),
-        "baseline": baseline_predictions(task_type, train_labels, len(labels), n_classes),
-        "holdout": storage.read_parquet(parts["uris"]["test"]),
-    }
+class HoldoutInputs:
+    """The holdout as the gate needs it: labels and both scores (from evaluate), raw rows when first asked."""
+
+    def __init__(self, holdout_uri: str, rows_uri: str):
+        self.labels, self.challenger, self.baseline = read_holdout(holdout_uri)
+        self.rows_uri = rows_uri
+        self._rows: Optional[pl.DataFrame] = None
+
+    @property
+    def rows(self) -> pl.DataFrame:
+        """The raw test rows, for a champion to score through its own transform (read once, only then)."""
+        if self._rows is None:
+            self._rows = storage.read_parquet(self.rows_uri)
+        return self._rows
 
 
 def run_gate(
-    artifacts: str, name: str, spec: PromotionSpec, seed: int, inputs: dict[str, Any], task_type: TaskType,
+    artifacts: str, name: str, spec: PromotionSpec, seed: int, inputs: HoldoutInputs, task_type: TaskType,
     classes: Optional[list[Any]], champion_version: Optional[int],
 ) -> dict[str, Any]:
     try:
         champion = load_champion(artifacts, name, champion_version)
     except RegistryError as error:  # a champion whose files fail their hashes is not a fair reference
         raise RegistryError(f"champion v{champion_version} of {name!r} cannot be loaded: {error}") from None
-    return gate(spec, task_type, classes, inputs["labels"], inputs["challenger"], inputs["baseline"],
-                inputs["holdout"], champion, seed)
+    return gate(spec, task_type, classes, inputs.labels, inputs.challenger, inputs.baseline,
+                inputs.rows if champion else None, champion, seed)
 
 
 @task(name="gate", **TRANSIENT_RETRIES)
-def gate_task(
-    artifacts: str, name: str, spec: PromotionSpec, seed: int, parts: dict[str, Any], matrices: dict[str, Any],
-    model: dict[str, Any], task_type: TaskType, classes: Optional[list[Any]],
-) -> dict[str, Any]:
-    """Judge the new model against the champion of the moment (or the baseline)."""
-    inputs = holdout_inputs(parts, matrices, model, task_type, len(classes or []))
-    champion = audit.current_aliases(audit.read_log(artifacts, name)).get(audit.CHAMPION)
-    return run_gate(artifacts, name, spec, seed, inputs, task_type, classes, champion)
-
-
+def gate_task(run: RunContext, evaluation: Evaluation) -> Verdict:
+    """Judge the new model against the champion of the moment (or the baseline), on evaluate's holdout scores."""
+    artifacts, spec = run.artifacts, run.spec
+    inputs = HoldoutInputs(evaluation.holdout_uri, run.parts.uris["test"])
+    champion = registry.champion(artifacts, spec.name)
+    return Verdict(**run_gate(artifacts, spec.name, spec.promotion, spec.seed, inputs, run.validated.task,
+                              run.validated.classes, champion))

@@ -10,6 +10,7 @@ from prefect import task
 from tasks.common import TRANSIENT_RETRIES, cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.errors import DataError
+from trainpipe.results import Snapshot, Sources
 from trainpipe.sources import load_files, resolve_sources, sources_fingerprint
 from trainpipe.spec import DataSpec
 
@@ -25,21 +26,21 @@ def ingest_files(files: list[dict[str, Any]], data: DataSpec, snapshot_uri: str)
         "uri": snapshot_uri,
         "rows": frame.height,
         "columns": frame.columns,
-        "schema": {name: str(dtype) for name, dtype in frame.schema.items()},
+        "dtypes": {name: str(dtype) for name, dtype in frame.schema.items()},
         "sources": files,
     }
 
 
 @task(name="fingerprint-sources", **TRANSIENT_RETRIES)
-def fingerprint_task(data: DataSpec) -> dict[str, Any]:
+def fingerprint_task(data: DataSpec) -> Sources:
     """List and fingerprint the inputs; never cached, since this is how changes are seen."""
     files = resolve_sources(data)
-    return {"files": files, "fingerprint": sources_fingerprint(files)}
+    return Sources(files=files, fingerprint=sources_fingerprint(files))
 
 
-@cached_stage("ingest", io_retries=True)
-def ingest_task(sources: dict[str, Any], data: DataSpec, artifacts: str) -> dict[str, Any]:
+@cached_stage("ingest", Snapshot, io_retries=True)
+def ingest_task(sources: Sources, data: DataSpec, artifacts: str) -> Snapshot:
     started = time.perf_counter()
     folder = current_stage_dir("ingest")
-    meta = ingest_files(sources["files"], data, storage.join(folder, "snapshot.parquet"))
-    return finish_stage(folder, meta, started, content=[meta["sha256"]])
+    meta = ingest_files(sources.files, data, storage.join(folder, "snapshot.parquet"))
+    return finish_stage(folder, Snapshot, meta, started, content=[meta["sha256"]])

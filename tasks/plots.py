@@ -6,12 +6,11 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import numpy as np
-import xgboost as xgb
 from prefect import task
 
-from trainpipe import storage
-from trainpipe.boosting import load_matrix
-from trainpipe.transform import LABEL
+from trainpipe.results import Evaluation
+from trainpipe.scoring import read_holdout
+from trainpipe.spec import TaskType
 
 MAX_POINTS = 400
 
@@ -84,10 +83,7 @@ def plot_data(task_type: str, labels: np.ndarray, pred: np.ndarray, classes: Opt
 
 
 @task(name="plots")
-def plots_task(matrices: dict[str, Any], model: dict[str, Any], task_type: str,
-               classes: Optional[list[Any]]) -> dict[str, Any]:
-    """Curve points of the new model's holdout predictions, for the card."""
-    test = storage.read_parquet(matrices["uris"]["test"])
-    booster = xgb.Booster(model_file=bytearray(storage.read_bytes(model["model_uri"])))
-    pred = booster.predict(load_matrix(test, matrices["feature_types"]))
-    return plot_data(task_type, test.get_column(LABEL).to_numpy(), pred, classes)
+def plots_task(evaluation: Evaluation, task_type: TaskType, classes: Optional[list[Any]]) -> dict[str, Any]:
+    """Curve points of the new model's holdout scores (made once, by evaluate), for the card."""
+    labels, pred, _ = read_holdout(evaluation.holdout_uri)
+    return plot_data(task_type, labels, pred, classes)

@@ -6,9 +6,10 @@ from typing import Any, Optional
 
 from prefect import task
 
-from tasks.gate import holdout_inputs, run_gate
-from trainpipe import audit
-from trainpipe.spec import PromotionSpec, TaskType
+from tasks.gate import HoldoutInputs, run_gate
+from trainpipe import audit, registry
+from trainpipe.results import Evaluation, Promotion, RunContext, Stored, Verdict
+from trainpipe.spec import PromotionSpec
 
 
 def promote_version(
@@ -40,30 +41,29 @@ def promote_version(
 
 
 @task(name="promote")
-def promote_task(
-    artifacts: str, name: str, spec: PromotionSpec, seed: int, stored: dict[str, Any], verdict: dict[str, Any],
-    parts: dict[str, Any], matrices: dict[str, Any], model: dict[str, Any], task_type: TaskType,
-    classes: Optional[list[Any]], trigger: Optional[dict[str, Any]] = None,
-) -> dict[str, Any]:
-    """Record the verdict and move the champion; nothing at all for a re-run that reused a stored version.
+def promote_task(run: RunContext, evaluation: Evaluation, stored: Stored, verdict: Verdict) -> Promotion:
+    """Record the verdict and move the champion; nothing at all for a version that already has its verdict.
 
     No retries: a half-done attempt must not log its verdict twice (the CAS itself never needs one).
     """
-    if stored["reused"]:
-        current = audit.current_aliases(audit.read_log(artifacts, name)).get(audit.CHAMPION)
-        return {**verdict, "promote": current == stored["version"], "moved": False, "audit_seq": None,
-                "reason": f"identical to the stored v{stored['version']}: nothing new to promote "
-                          f"(champion is {'v' + str(current) if current else 'none'})"}
-    cache: dict[str, Any] = {}
+    artifacts, spec = run.artifacts, run.spec
+    if stored.reused:
+        current = registry.champion(artifacts, spec.name)
+        return Promotion(**{**verdict.model_dump(), "promote": current == stored.version, "moved": False,
+                            "audit_seq": None,
+                            "reason": f"identical to the stored v{stored.version}: nothing new to promote "
+                                      f"(champion is {'v' + str(current) if current else 'none'})"})
+    cache: dict[str, HoldoutInputs] = {}
 
     def regate(current: Optional[int]) -> dict[str, Any]:
         if "inputs" not in cache:
-            cache["inputs"] = holdout_inputs(parts, matrices, model, task_type, len(classes or []))
-        return run_gate(artifacts, name, spec, seed, cache["inputs"], task_type, classes, current)
+            cache["inputs"] = HoldoutInputs(evaluation.holdout_uri, run.parts.uris["test"])
+        return run_gate(artifacts, spec.name, spec.promotion, spec.seed, cache["inputs"], run.validated.task,
+                        run.validated.classes, current)
 
-    fields = {"flow_run_id": _flow_run_id(), "trigger": trigger}
-    return promote_version(artifacts, name, stored["version"], verdict, spec, seed, regate, fields)
-
+    fields = {"flow_run_id": _flow_run_id(), "trigger": run.trigger}
+    return Promotion(**promote_version(artifacts, spec.name, stored.version, verdict.model_dump(), spec.promotion,
+                                       spec.seed, regate, fields))
 
 
 def _flow_run_id() -> Optional[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -12,6 +11,7 @@ import polars as pl
 from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.errors import DataError
+from trainpipe.results import Parts, Validated
 from trainpipe.spec import SplitSpec, TaskType
 
 PARTS = ("train", "valid", "test")
@@ -96,18 +96,18 @@ def split_frame(
     return {part: tagged.filter(pl.col("_part") == code).drop("_part") for code, part in enumerate(PARTS)}
 
 
-@cached_stage("split")
+@cached_stage("split", Parts)
 def split_task(
-    validated: dict[str, Any],
+    validated: Validated,
     split: SplitSpec,
     target: str,
     task_type: TaskType,
     seed: int,
     artifacts: str,
-) -> dict[str, Any]:
+) -> Parts:
     started = time.perf_counter()
     folder = current_stage_dir("split")
-    parts = split_frame(storage.read_parquet(validated["uri"]), split, target, task_type, seed)
+    parts = split_frame(storage.read_parquet(validated.uri), split, target, task_type, seed)
     uris, digests = {}, []
     for name, part in parts.items():
         uris[name] = storage.join(folder, f"{name}.parquet")
@@ -117,4 +117,4 @@ def split_task(
         "rows": {name: part.height for name, part in parts.items()},
         "method": resolve_method(split, task_type),
     }
-    return finish_stage(folder, meta, started, content=digests)
+    return finish_stage(folder, Parts, meta, started, content=digests)

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment, flow_run
 
 from tasks.common import TRANSIENT_RETRIES
-from trainpipe import storage
+from trainpipe import registry, storage
 from trainpipe.audit import whoami
 from trainpipe.card import model_card, model_card_html
 from trainpipe.errors import RegistryError
@@ -20,54 +20,51 @@ from trainpipe.registry import (
     MANIFEST,
     MANIFEST_FORMAT,
     PROFILE_FILE,
+    complete_publication,
     find_identical,
     now_iso,
     publish_version,
+    read_manifest,
     version_uri,
 )
-from trainpipe.spec import TrainSpec
+from trainpipe.results import Drift, Evaluation, Outcome, Promotion, RunContext, Stored, Verdict
 
 
-def build_manifest(
-    spec: TrainSpec, sources: dict[str, Any], snapshot: dict[str, Any], validated: dict[str, Any],
-    parts: dict[str, Any], matrices: dict[str, Any], model: dict[str, Any], evaluation: dict[str, Any],
-    stages: dict[str, Any], verdict: Optional[dict[str, Any]] = None, drift: Optional[dict[str, Any]] = None,
-    trigger: Optional[dict[str, Any]] = None,
-) -> dict[str, Any]:
+def build_manifest(run: RunContext, evaluation: Evaluation, verdict: Optional[Verdict] = None,
+                   drift: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Everything a version must answer: data, code, parameters, run, trigger, results, gate verdict, drift."""
+    spec, validated, parts, matrices, model = run.spec, run.validated, run.parts, run.matrices, run.model
     spec_json = spec.model_dump(mode="json")
     return {
         "format": MANIFEST_FORMAT,
         "created_at": now_iso(),
         "created_by": whoami(),
-        "task": validated["task"],
-        "task_reason": validated["task_reason"],
+        "task": validated.task,
+        "task_reason": validated.task_reason,
         "target": spec.target,
-        "classes": validated["classes"],
+        "classes": validated.classes,
         "model_file": "model.ubj",
-        "model_sha256": model["model_sha256"],
-        "identity": {"model_sha256": model["model_sha256"], "data": sources["fingerprint"],
-                     "transform": matrices["fingerprint"]},
+        "model_sha256": model.model_sha256,
+        "identity": run.identity,
         "data": {
-            "fingerprint": sources["fingerprint"],
-            "sources": sources["files"],
-            "snapshot_uri": snapshot["uri"],
-            "rows": parts["rows"],
-            "split_method": parts["method"],
-            "dropped_null_target": validated["dropped_null_target"],
+            "fingerprint": run.sources.fingerprint,
+            "sources": run.sources.files,
+            "snapshot_uri": run.snapshot.uri,
+            "rows": parts.rows,
+            "split_method": parts.method,
+            "dropped_null_target": validated.dropped_null_target,
         },
-        "features": {"names": matrices["features"], "dropped": matrices["dropped"]},
+        "features": {"names": matrices.features, "dropped": matrices.dropped},
         "spec": spec_json,
         "spec_sha256": storage.sha256_bytes(storage.dumps_json(spec_json)),
         "seed": spec.seed,
-        "training": {k: model[k] for k in ("params", "rounds_trained", "best_iteration",
-                                               "best_validation_score", "validation_metric",
-                                               "refit_on_train_and_valid")},
-        "tuning": model.get("tuning") or {"trials": spec.tuning.trials, "performed": False},
-        "metrics": evaluation["metrics"],
-        "baseline_metrics": evaluation["baseline_metrics"],
-        "headline_metric": evaluation["headline_metric"],
-        "importance_top": evaluation["importance"][:10],
+        "training": model.model_dump(include={"params", "rounds_trained", "best_iteration", "best_validation_score",
+                                              "validation_metric", "refit_on_train_and_valid"}),
+        "tuning": model.tuning or {"trials": spec.tuning.trials, "performed": False},
+        "metrics": evaluation.metrics,
+        "baseline_metrics": evaluation.baseline_metrics,
+        "headline_metric": evaluation.headline_metric,
+        "importance_top": evaluation.importance[:10],
         "code": code_version(),
         "packages": package_versions(),
         "prefect": {
@@ -76,12 +73,22 @@ def build_manifest(
             "deployment_id": deployment.id,
             "parameters_from": "deployment" if deployment.id else "direct call",
         },
-        "stages": stages,
-        "lineage": {"dependencies": dependency_set(), "trigger": trigger},
-        "promotion": verdict,
+        "stages": run.stages,
+        "lineage": {"dependencies": dependency_set(), "trigger": run.trigger},
+        "promotion": verdict.model_dump(mode="json") if verdict else None,
         "drift": drift,
     }
 
+
+def existing_version(artifacts: str, name: str, identity: dict[str, str]) -> Optional[dict[str, Any]]:
+    """An identical committed version, made whole (its publication record appended if a run died before
+    it): version, URI, whether it already has its verdict (`reused`), and what was repaired."""
+    version = find_identical(artifacts, name, identity)
+    if version is None:
+        return None
+    repaired, judged = complete_publication(artifacts, name, version)
+    return {"version": version, "uri": version_uri(artifacts, name, version), "reused": judged,
+            "repaired": repaired}
 
 
 def store_version(
@@ -90,14 +97,15 @@ def store_version(
     attachments: Optional[dict[str, str]] = None, profile: Optional[dict[str, Any]] = None,
     plots: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
-    """Publish a version unless an identical one exists; returns version, URI and whether it was reused.
+    """Publish a version unless an identical one exists; returns version, URI, whether it was reused (an
+    identical version that has its verdict) and what was repaired on an identical one.
 
     `attachments` ({filename: uri}, e.g. a tuning leaderboard) are copied into the version folder
     before the commit and hashed in the manifest like every other file.
     """
-    existing = find_identical(artifacts, name, manifest["identity"])
+    existing = existing_version(artifacts, name, manifest["identity"])
     if existing is not None:
-        return {"version": existing, "uri": version_uri(artifacts, name, existing), "reused": True}
+        return existing
     files = {
         "model.ubj": storage.read_bytes(model_uri),
         "transform.json": storage.read_bytes(transform_uri),
@@ -117,24 +125,40 @@ def store_version(
     version, folder = publish_version(
         artifacts, name, files, manifest, render_card=model_card,
         render_extra=lambda full: {"model_card.html": model_card_html(full, plots).encode()})
-    return {"version": version, "uri": folder, "reused": False}
+    return {"version": version, "uri": folder, "reused": False, "repaired": []}
 
+
+@task(name="find-stored", **TRANSIENT_RETRIES)
+def find_stored_task(run: RunContext) -> Optional[Outcome]:
+    """The outcome of an identical version that already has its verdict, read from its manifest: a re-run
+    that changes nothing stops here (no evaluation, gate, drift, plots or card again)."""
+    started = time.perf_counter()
+    existing = existing_version(run.artifacts, run.spec.name, run.identity)
+    if existing is None or not existing["reused"]:
+        return None
+    manifest = read_manifest(run.artifacts, run.spec.name, existing["version"])
+    champion = registry.champion(run.artifacts, run.spec.name)
+    verdict = manifest.get("promotion") or {}
+    promotion = Promotion(**{**verdict, "promote": champion == existing["version"], "moved": False,
+                             "audit_seq": None,
+                             "reason": f"identical to the stored v{existing['version']}: nothing new to promote "
+                                       f"(champion is {'v' + str(champion) if champion else 'none'})"})
+    stored = Stored(**existing, seconds=round(time.perf_counter() - started, 3))
+    return Outcome(stored=stored, metrics=manifest["metrics"], baseline_metrics=manifest["baseline_metrics"],
+                   headline_metric=manifest["headline_metric"], promotion=promotion,
+                   drift_large_shifts=((manifest.get("drift") or {}).get("large_shifts") or []))
 
 
 @task(name="store", **TRANSIENT_RETRIES)
-def store_task(
-    spec: TrainSpec, sources: dict[str, Any], snapshot: dict[str, Any], validated: dict[str, Any],
-    parts: dict[str, Any], matrices: dict[str, Any], model: dict[str, Any], evaluation: dict[str, Any],
-    stages: dict[str, Any], verdict: Optional[dict[str, Any]] = None, drift: Optional[dict[str, Any]] = None,
-    plots: Optional[dict[str, Any]] = None, trigger: Optional[dict[str, Any]] = None,
-) -> dict[str, Any]:
+def store_task(run: RunContext, evaluation: Evaluation, verdict: Verdict, drift: Drift,
+               plots: Optional[dict[str, Any]] = None) -> Stored:
     started = time.perf_counter()
-    artifacts = storage.normalize_root(spec.artifacts)
-    manifest = build_manifest(spec, sources, snapshot, validated, parts, matrices, model, evaluation, stages,
-                              verdict=verdict, drift=(drift or {}).get("drift"), trigger=trigger)
-    result = store_version(artifacts, spec.name, manifest, evaluation, model["model_uri"],
-                           matrices["transform_uri"], validated["contract_uri"], validated["report_uri"],
-                           attachments=model.get("attachments"), profile=(drift or {}).get("profile"), plots=plots)
+    manifest = build_manifest(run, evaluation, verdict=verdict, drift=drift.report)
+    result = store_version(run.artifacts, run.spec.name, manifest, evaluation.model_dump(mode="json"),
+                           run.model.model_uri, run.matrices.transform_uri, run.validated.contract_uri,
+                           run.validated.report_uri, attachments=run.model.attachments, profile=drift.profile,
+                           plots=plots)
     card = storage.read_bytes(storage.join(result["uri"], "model_card.md")).decode()
-    create_markdown_artifact(key="model-summary", markdown=card, description=f"{spec.name} v{result['version']}")
-    return {**result, "seconds": round(time.perf_counter() - started, 3)}
+    create_markdown_artifact(key="model-summary", markdown=card,
+                             description=f"{run.spec.name} v{result['version']}")
+    return Stored(**result, seconds=round(time.perf_counter() - started, 3))

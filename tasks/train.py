@@ -11,6 +11,7 @@ import xgboost as xgb
 from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.boosting import booster_params, load_matrix, model_bytes
+from trainpipe.results import FittedModel, Matrices, Tuned
 from trainpipe.spec import TaskType, XGBoostSpec
 
 
@@ -54,23 +55,23 @@ def refit_booster(
     return xgb.train(params, stacked, num_boost_round=rounds, verbose_eval=False)
 
 
-@cached_stage("train")
+@cached_stage("train", FittedModel)
 def train_task(
-    matrices: dict[str, Any],
+    matrices: Matrices,
     task_type: TaskType,
     n_classes: Optional[int],
     xgboost: XGBoostSpec,
     seed: int,
     artifacts: str,
-    tuning: Optional[dict[str, Any]] = None,
-) -> dict[str, Any]:
+    tuning: Optional[Tuned] = None,
+) -> FittedModel:
     """`tuning` (the tuning subflow's result, keyed by its fingerprint) is recorded with the model."""
     started = time.perf_counter()
     folder = current_stage_dir("train")
     params = booster_params(xgboost, task_type, n_classes, seed)
-    types = matrices["feature_types"]
-    train = storage.read_parquet(matrices["uris"]["train"])
-    valid = storage.read_parquet(matrices["uris"]["valid"])
+    types = matrices.feature_types
+    train = storage.read_parquet(matrices.uris["train"])
+    valid = storage.read_parquet(matrices.uris["valid"])
     booster, info = fit_booster(load_matrix(train, types), load_matrix(valid, types), params,
                                 xgboost.num_boost_round, xgboost.early_stopping_rounds)
     info["refit_on_train_and_valid"] = xgboost.refit
@@ -81,5 +82,5 @@ def train_task(
     storage.write_bytes(model_uri, data)
     meta = {"model_uri": model_uri, "model_sha256": storage.sha256_bytes(data), "params": params, **info}
     if tuning:
-        meta.update(tuning=tuning["summary"], attachments=tuning["attachments"])
-    return finish_stage(folder, meta, started, content=[meta["model_sha256"]])
+        meta.update(tuning=tuning.summary, attachments=tuning.attachments)
+    return finish_stage(folder, FittedModel, meta, started, content=[meta["model_sha256"]])

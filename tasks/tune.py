@@ -37,6 +37,7 @@ from tasks.common import content_fingerprint, finish_stage, stage_dir, stored_st
 from trainpipe import storage
 from trainpipe.boosting import booster_params
 from trainpipe.errors import SpecError, TuningError
+from trainpipe.results import Matrices, Tuned
 from trainpipe.spec import SearchRange, TaskType, TrainSpec, TuningSpec, XGBoostSpec
 from trainpipe.transform import LABEL
 
@@ -217,10 +218,10 @@ def open_study(tuning: TuningSpec, artifacts: str, study_name: str, seed: int,
     return study, described
 
 
-def default_study_name(spec: TrainSpec, matrices: dict[str, Any], task_type: TaskType,
+def default_study_name(spec: TrainSpec, matrices: Matrices, task_type: TaskType,
                        n_classes: Optional[int]) -> str:
     """The model name plus a key of everything that decides the trials: a re-run resumes the same study."""
-    key = content_fingerprint(matrices["fingerprint"], task_type, n_classes, spec.seed,
+    key = content_fingerprint(matrices.fingerprint, task_type, n_classes, spec.seed,
                               spec.xgboost.model_dump(mode="json"),
                               spec.tuning.model_dump(mode="json", exclude={"storage", "study_name",
                                                                            "timeout_seconds"}))
@@ -237,13 +238,13 @@ class MatrixPool:
     sketched again; a pair is never used by two trials at once.
     """
 
-    def __init__(self, matrices: dict[str, Any], trial_rows: Optional[int] = None, seed: int = 0):
-        self._arrays = {part: _arrays(storage.read_parquet(matrices["uris"][part])) for part in ("train", "valid")}
+    def __init__(self, matrices: Matrices, trial_rows: Optional[int] = None, seed: int = 0):
+        self._arrays = {part: _arrays(storage.read_parquet(matrices.uris[part])) for part in ("train", "valid")}
         self.train_rows = len(self._arrays["train"][1])
         if trial_rows is not None and self.train_rows > trial_rows:
             self._arrays["train"] = _sample(self._arrays["train"], trial_rows, derived_seed(seed, "trial_rows"))
         self.trial_rows = len(self._arrays["train"][1])
-        self._types = matrices["feature_types"]
+        self._types = matrices.feature_types
         self._free: queue.SimpleQueue[tuple[xgb.DMatrix, xgb.DMatrix]] = queue.SimpleQueue()
 
     def _build(self, part: str) -> xgb.DMatrix:
@@ -604,7 +605,7 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def tune_folder(artifacts: str, spec: TrainSpec, matrices: dict[str, Any], task_type: TaskType,
+def tune_folder(artifacts: str, spec: TrainSpec, matrices: Matrices, task_type: TaskType,
                 n_classes: Optional[int], study_name: str) -> str:
     """Content-addressed folder of one tuning run's results (the same key rules as every stage)."""
     return stage_dir(artifacts, "tune", {"matrices": matrices, "task": task_type, "n_classes": n_classes,
@@ -615,7 +616,7 @@ def tune_folder(artifacts: str, spec: TrainSpec, matrices: dict[str, Any], task_
 class TuningRun:
     """A tuning run opened on its study: what the subflow's loop and its report need."""
 
-    def __init__(self, spec: TrainSpec, matrices: dict[str, Any], task_type: TaskType, n_classes: Optional[int]):
+    def __init__(self, spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classes: Optional[int]):
         self.started = time.perf_counter()
         artifacts = storage.normalize_root(spec.artifacts)
         self.spec, self.tuning, self.seed = spec, spec.tuning, spec.seed
@@ -623,7 +624,7 @@ class TuningRun:
         if spec.tuning.storage == "journal":
             journal_path(artifacts, self.study_name)  # fail before touching the store
         self.folder = tune_folder(artifacts, spec, matrices, task_type, n_classes, self.study_name)
-        self.done = stored_stage_result(self.folder)
+        self.done = stored_stage_result(self.folder, Tuned)
         if self.done is not None:
             return
         self.distributions, self.fixed = search_space(spec.tuning.search_space)
@@ -641,7 +642,7 @@ class TuningRun:
     def search(self, submit: Callable[..., Any]) -> dict[str, Any]:
         return search(self.study, self.context, self.tuning, self.distributions, self.fixed, submit)
 
-    def finish(self, outcome: dict[str, Any]) -> dict[str, Any]:
+    def finish(self, outcome: dict[str, Any]) -> Tuned:
         """Summarise the study, publish the leaderboard and picture, and record the run as complete."""
         summary = study_summary(self.study, self.storage, self.seed, self.tuning, self.metric, outcome)
         summary["trial_rows"] = {"used": self.context.pool.trial_rows, "of": self.context.pool.train_rows}
@@ -650,15 +651,15 @@ class TuningRun:
         attachments = publish_results(self.folder, summary, rows, importances)
         best = best_params(self.study, self.fixed)
         meta = {"best_params": best, "summary": {**summary, "importances": importances}, "attachments": attachments}
-        return finish_stage(self.folder, meta, self.started,
+        return finish_stage(self.folder, Tuned, meta, self.started,
                             content=[best, summary["study_name"], summary["best_trial"], summary["best_value"]])
 
 
-def tuned_xgboost(xgboost: XGBoostSpec, tuned: Optional[dict[str, Any]]) -> XGBoostSpec:
+def tuned_xgboost(xgboost: XGBoostSpec, tuned: Optional[Tuned]) -> XGBoostSpec:
     """The xgboost spec the train stage refits with: the best parameters over the spec's own."""
     if not tuned:
         return xgboost
-    return xgboost.model_copy(update={"extra_params": {**xgboost.extra_params, **tuned["best_params"]}})
+    return xgboost.model_copy(update={"extra_params": {**xgboost.extra_params, **tuned.best_params}})
 
 
 def trial_base_params(xgboost: XGBoostSpec, task_type: TaskType, n_classes: Optional[int], seed: int,

@@ -22,6 +22,7 @@ from trainpipe import storage
 from trainpipe.errors import ContractViolation, DataError
 from trainpipe.provenance import stage_key
 from trainpipe.registry import latest_contract_ref
+from trainpipe.results import ContractRef, Snapshot, Validated
 from trainpipe.spec import TaskType, ValidationSpec
 
 CONTRACT_FORMAT = 1
@@ -318,24 +319,24 @@ def _run_folder(artifacts: str) -> str:
     return storage.join(artifacts, "runs", run_id)
 
 
-@cached_stage("validate")
+@cached_stage("validate", Validated)
 def validate_task(
-    snapshot: dict[str, Any],
+    snapshot: Snapshot,
     target: str,
     task_type: Optional[TaskType],
     id_columns: list[str],
     drop_columns: list[str],
     time_column: Optional[str],
     validation: ValidationSpec,
-    contract_ref: Optional[dict[str, Any]],
+    contract_ref: Optional[ContractRef],
     artifacts: str,
-) -> dict[str, Any]:
+) -> Validated:
     started = time.perf_counter()
     folder = current_stage_dir("validate")
-    contract = storage.read_json(contract_ref["uri"]) if contract_ref else None
-    source = ", ".join(f["uri"] for f in snapshot.get("sources", [])) or None
+    contract = storage.read_json(contract_ref.uri) if contract_ref else None
+    source = ", ".join(f["uri"] for f in snapshot.sources) or None
     frame, contract, report = validate_snapshot(
-        snapshot["uri"], snapshot["fingerprint"], target, task_type, id_columns, drop_columns, time_column,
+        snapshot.uri, snapshot.fingerprint, target, task_type, id_columns, drop_columns, time_column,
         validation, contract, source,
     )
     create_table_artifact(
@@ -371,14 +372,15 @@ def validate_task(
         "dropped_null_target": report["dropped_null_target"],
         "violations": len(report["violations"]),
     }
-    return finish_stage(folder, meta, started, content=[digest, meta["task"], meta["classes"]])
+    return finish_stage(folder, Validated, meta, started, content=[digest, meta["task"], meta["classes"]])
 
 
 @task(name="find-contract", **TRANSIENT_RETRIES)
 def contract_ref_task(
-    artifacts: str, name: str, snapshot: dict[str, Any], target: str, task_type: Optional[str],
+    artifacts: str, name: str, snapshot: Snapshot, target: str, task_type: Optional[str],
     id_columns: list[str], drop_columns: list[str],
-) -> Optional[dict[str, Any]]:
+) -> Optional[ContractRef]:
     """Never cached: a newly published version must be seen by the next run."""
-    origin = contract_origin(snapshot["fingerprint"], target, task_type, id_columns, drop_columns)
-    return latest_contract_ref(artifacts, name, origin)
+    origin = contract_origin(snapshot.fingerprint, target, task_type, id_columns, drop_columns)
+    ref = latest_contract_ref(artifacts, name, origin)
+    return ContractRef(**ref) if ref else None

@@ -76,3 +76,8 @@ def load_matrix(frame: pl.DataFrame, feature_types: list[str]) -> xgb.DMatrix:
 def model_bytes(booster: xgb.Booster) -> bytes:
     """The model in XGBoost's UBJSON format (never pickle)."""
     return bytes(booster.save_raw(raw_format="ubj"))
+
+
+def load_booster(data: bytes) -> xgb.Booster:
+    """A booster from XGBoost's own model bytes (UBJSON or JSON; never pickle)."""
+    return xgb.Booster(model_file=bytearray(data))

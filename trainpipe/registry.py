@@ -144,11 +144,39 @@ def publish_version(
     storage.write_json(storage.join(folder, MANIFEST), full)
     manifest_sha = storage.sha256_bytes(storage.dumps_json(full))
     storage.write_json(storage.join(folder, COMMITTED), {"committed_at": now_iso(), "manifest_sha256": manifest_sha})
-    audit.append(artifacts, name, "version_published", {
-        "version": version, "model_sha256": full.get("model_sha256"), "manifest_sha256": manifest_sha,
-        "flow_run_id": full.get("prefect", {}).get("flow_run_id"),
-        "trigger": (full.get("lineage") or {}).get("trigger")})
+    record_publication(artifacts, name, version, full, manifest_sha)
     return version, folder
+
+
+def record_publication(artifacts: str, name: str, version: int, manifest: dict[str, Any],
+                       manifest_sha: str) -> dict[str, Any]:
+    """The audit log's `version_published` record of a committed version."""
+    return audit.append(artifacts, name, "version_published", {
+        "version": version, "model_sha256": manifest.get("model_sha256"), "manifest_sha256": manifest_sha,
+        "flow_run_id": manifest.get("prefect", {}).get("flow_run_id"),
+        "trigger": (manifest.get("lineage") or {}).get("trigger")})
+
+
+def version_records(artifacts: str, name: str, version: int) -> dict[str, list[dict[str, Any]]]:
+    """The audit records about one version, by event."""
+    found: dict[str, list[dict[str, Any]]] = {event: [] for event in audit.EVENTS}
+    for record in audit.read_log(artifacts, name):
+        if record.get("version") == version and record.get("event") in found:
+            found[record["event"]].append(record)
+    return found
+
+
+def complete_publication(artifacts: str, name: str, version: int) -> tuple[list[str], bool]:
+    """Make an existing committed version whole: append its `version_published` record when a run died
+    between the commit and the record (publishing is idempotent). Returns (what was appended, whether the
+    version already has a gate verdict)."""
+    records = version_records(artifacts, name, version)
+    repaired = []
+    if not records["version_published"]:
+        manifest = read_manifest(artifacts, name, version)
+        record_publication(artifacts, name, version, manifest, storage.sha256_bytes(storage.dumps_json(manifest)))
+        repaired.append("version_published")
+    return repaired, bool(records["gate_verdict"])
 
 
 

@@ -72,3 +72,28 @@ def raw_scores(model: dict[str, Any], frame: Any) -> np.ndarray:
     features = apply_transform(frame, model["transform"], "reproduction data")
     matrix = load_matrix(features.with_columns(pl.lit(0.0).alias(LABEL)), model["transform"]["feature_types"])
     return np.asarray(model["booster"].predict(matrix), dtype=np.float64)
+
+
+def _score_columns(prefix: str, scores: np.ndarray) -> dict[str, np.ndarray]:
+    if scores.ndim == 1:
+        return {prefix: scores}
+    return {f"{prefix}_{i}": scores[:, i] for i in range(scores.shape[1])}
+
+
+def write_holdout(uri: str, labels: np.ndarray, pred: np.ndarray, baseline: np.ndarray) -> str:
+    """Store the holdout's labels, model scores and baseline scores (dtypes kept); returns the file's sha256."""
+    columns = {"label": labels, **_score_columns("score", pred), **_score_columns("baseline", baseline)}
+    return storage.write_parquet(pl.DataFrame(columns), uri)
+
+
+def _stacked(frame: pl.DataFrame, prefix: str) -> np.ndarray:
+    if prefix in frame.columns:
+        return frame.get_column(prefix).to_numpy()
+    names = sorted((c for c in frame.columns if c.startswith(prefix + "_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+    return np.column_stack([frame.get_column(c).to_numpy() for c in names])
+
+
+def read_holdout(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, model scores, baseline scores) as `write_holdout` stored them."""
+    frame = storage.read_parquet(uri)
+    return frame.get_column("label").to_numpy(), _stacked(frame, "score"), _stacked(frame, "baseline")

@@ -152,6 +152,7 @@ def test_manual_promote_and_rollback_record_who_and_why(history, monkeypatch, ca
 
 def test_attachments_are_copied_into_the_version_and_hashed(history, tmp_path: Path):
     """The hook the tuning stage uses: train's result may name files to keep with the version."""
+    from tasks.store import store_version
     from trainpipe.errors import RegistryError
 
     source = Path(history["runs"]["strong"]["uri"])
@@ -161,7 +162,7 @@ def test_attachments_are_copied_into_the_version_and_hashed(history, tmp_path: P
     board.write_text('[{"trial": 0, "value": 0.05}]\n')
     inputs = [str(source / f) for f in ("model.ubj", "transform.json", "contract.json", "validation_report.json")]
 
-    stored = registry.store_version(str(tmp_path / "art"), "tuned", manifest, evaluation, *inputs,
+    stored = store_version(str(tmp_path / "art"), "tuned", manifest, evaluation, *inputs,
                                     attachments={"leaderboard.json": str(board)})
 
     folder = Path(stored["uri"])
@@ -170,6 +171,6 @@ def test_attachments_are_copied_into_the_version_and_hashed(history, tmp_path: P
     assert saved["attachments"] == ["leaderboard.json"]
     assert saved["files"]["leaderboard.json"] == storage.sha256_bytes(board.read_bytes())
     with pytest.raises(RegistryError, match="attachment name 'model.ubj'"):
-        registry.store_version(str(tmp_path / "art2"), "tuned", manifest, evaluation, *inputs,
+        store_version(str(tmp_path / "art2"), "tuned", manifest, evaluation, *inputs,
                                attachments={"model.ubj": str(board)})
     assert registry.list_versions(str(tmp_path / "art2"), "tuned") == []

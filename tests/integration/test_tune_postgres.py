@@ -16,6 +16,7 @@ import pytest
 
 from tasks.features import fit_transform
 from trainpipe import storage
+from trainpipe.results import Matrices
 from trainpipe.spec import FeatureSpec, parse_spec
 from trainpipe.transform import matrix_frame
 
@@ -25,7 +26,7 @@ TARGET = 12
 
 
 @pytest.fixture
-def matrices(tmp_path: Path) -> dict:
+def matrices(tmp_path: Path) -> Matrices:
     """Binary train/valid matrices of 3,000 rows, written as the features stage writes them."""
     rng = np.random.default_rng(11)
     n = 3000
@@ -38,7 +39,9 @@ def matrices(tmp_path: Path) -> dict:
     for name, part in parts.items():
         uris[name] = str(tmp_path / "features" / f"{name}.parquet")
         storage.write_parquet(matrix_frame(part, transform, name), uris[name])
-    return {"uris": uris, "feature_types": transform["feature_types"], "fingerprint": uuid.uuid4().hex}
+    return Matrices(uris=uris, transform_uri=str(tmp_path / "features" / "transform.json"),
+                    features=transform["features"], feature_types=transform["feature_types"], dropped=[],
+                    fingerprint=uuid.uuid4().hex, stage_key="k")
 
 
 @pytest.fixture
@@ -58,14 +61,14 @@ def make_spec(tmp_path: Path, study_name: str, tag: str, trials: int = TARGET):
                        "tuning": {"trials": trials, "parallelism": 2, "storage": POSTGRES, "study_name": study_name}})
 
 
-def start_worker(tmp_path: Path, matrices: dict, study_name: str, tag: str,
+def start_worker(tmp_path: Path, matrices: Matrices, study_name: str, tag: str,
                  meet: int = 0) -> tuple[subprocess.Popen, Path]:
     """A tuning worker process; with `meet`, its first trial waits until the study holds that many trials."""
     spec = make_spec(tmp_path, study_name, tag)
     spec_path, matrices_path, out = (tmp_path / f"spec-{tag}.json", tmp_path / f"matrices-{tag}.json",
                                      tmp_path / f"out-{tag}.json")
     spec_path.write_text(spec.model_dump_json())
-    matrices_path.write_text(json.dumps(matrices))
+    matrices_path.write_text(matrices.model_dump_json())
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}  # the test session's Prefect server
@@ -134,4 +137,4 @@ def test_a_trial_left_running_by_a_dead_process_is_failed_and_replaced(tmp_path,
     trials = optuna.load_study(study_name=study_name, storage=POSTGRES).trials
     assert trials[dead.number].state.name == "FAIL"
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 3
-    assert result["summary"]["trials_this_run"] == [t.number for t in trials if t.number != dead.number]
+    assert result.summary["trials_this_run"] == [t.number for t in trials if t.number != dead.number]

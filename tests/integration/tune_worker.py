@@ -11,7 +11,6 @@ process can finish every trial of a small study before the other asks its first.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import threading
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import tasks.tune  # noqa: E402
 from flows.tune import tuning_subflow  # noqa: E402
+from trainpipe.results import Matrices  # noqa: E402
 from trainpipe.spec import TrainSpec  # noqa: E402
 
 
@@ -47,9 +47,9 @@ def main(spec_path: str, matrices_path: str, out_path: str) -> None:
     if os.environ.get("TRAINPIPE_TEST_MEET"):
         meet_before_first_trial(int(os.environ["TRAINPIPE_TEST_MEET"]))
     spec = TrainSpec.model_validate_json(Path(spec_path).read_text())
-    matrices = json.loads(Path(matrices_path).read_text())
+    matrices = Matrices.model_validate_json(Path(matrices_path).read_text())
     result = tuning_subflow(spec.tuning.parallelism)(spec, matrices, "binary", None)
-    Path(out_path).write_text(json.dumps(result))
+    Path(out_path).write_text(result.model_dump_json())
 
 
 if __name__ == "__main__":

@@ -181,8 +181,8 @@ def test_ingest_stacks_several_formats_into_one_snapshot(data_dir, tmp_path):
 
     assert meta["rows"] == 3 + 2 + 2
     assert meta["columns"] == ["x", "name", "when", "z"]
-    assert meta["schema"]["x"] == "Int64"
-    assert meta["schema"]["when"] == "Date"
+    assert meta["dtypes"]["x"] == "Int64"
+    assert meta["dtypes"]["when"] == "Date"
     assert meta["sha256"] == storage.sha256_uri(snapshot_uri)
     assert [s["uri"] for s in meta["sources"]] == [f["uri"] for f in files]
 

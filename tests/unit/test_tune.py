@@ -25,18 +25,22 @@ from tasks.tune import (
 )
 from trainpipe import storage
 from trainpipe.errors import SpecError, TuningError
+from trainpipe.results import Matrices
 from trainpipe.spec import XGBoostSpec, parse_spec
 
 
 @pytest.fixture
-def matrices(prepared, tmp_path) -> dict[str, Any]:
+def matrices(prepared, tmp_path) -> Matrices:
     """Binary train/valid/test matrices written as the features stage would, with its metadata."""
     prep = prepared("binary", n=1200, seed=3)
     uris = {}
     for part, frame in prep["matrices"].items():
         uris[part] = str(tmp_path / "features" / f"{part}.parquet")
         storage.write_parquet(frame, uris[part])
-    return {"uris": uris, "feature_types": prep["transform"]["feature_types"], "fingerprint": "f" * 64}
+    types = prep["transform"]["feature_types"]
+    return Matrices(uris=uris, transform_uri=str(tmp_path / "features" / "transform.json"),
+                    features=prep["transform"]["features"], feature_types=types, dropped=[], fingerprint="f" * 64,
+                    stage_key="k")
 
 
 def make_spec(tmp_path, **tuning: Any):
@@ -121,7 +125,7 @@ def test_default_study_name_follows_data_and_settings(tmp_path, matrices):
     name = default_study_name(spec, matrices, "binary", None)
     assert name.startswith("tuned-")
     assert name == default_study_name(spec, matrices, "binary", None)
-    assert name != default_study_name(spec, {**matrices, "fingerprint": "e" * 64}, "binary", None)
+    assert name != default_study_name(spec, matrices.model_copy(update={"fingerprint": "e" * 64}), "binary", None)
     assert name != default_study_name(make_spec(tmp_path, trials=9), matrices, "binary", None)
     # the budget and where trials are kept do not make another study: a re-run resumes it
     assert name == default_study_name(make_spec(tmp_path, timeout_seconds=5, storage="journal"), matrices,
@@ -264,15 +268,15 @@ def test_trial_rows_trains_trials_on_a_seeded_sample_and_records_it(tmp_path, ma
     spec = make_spec(tmp_path, trials=4, trial_rows=300)
     run = run_search(spec, matrices)
     pool = run.context.pool
-    all_train = storage.read_parquet(matrices["uris"]["train"]).height
+    all_train = storage.read_parquet(matrices.uris["train"]).height
     assert (pool.trial_rows, pool.train_rows) == (300, all_train) and all_train > 300
     with pool.pair() as (dtrain, dvalid):
         assert dtrain.num_row() == 300
-        assert dvalid.num_row() == storage.read_parquet(matrices["uris"]["valid"]).height  # validation is whole
+        assert dvalid.num_row() == storage.read_parquet(matrices.uris["valid"]).height  # validation is whole
     # the same sample in every run with that seed: the same trials, value for value
     assert trials_of(run_search(spec, matrices)) == trials_of(run)
     assert trials_of(run_search(make_spec(tmp_path, trials=4), matrices)) != trials_of(run)
-    summary = run.finish(run.outcome)["summary"]
+    summary = run.finish(run.outcome).summary
     assert summary["trial_rows"] == {"used": 300, "of": all_train}
 
 
