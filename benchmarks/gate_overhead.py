@@ -47,8 +47,8 @@ def measure(rows: int, rounds: int, samples: int) -> dict[str, float]:
     import xgboost as xgb
 
     from tasks.drift import data_profile, drift_report
-    from tasks.gate import paired_bootstrap
     from tasks.plots import plot_data
+    from trainpipe.promotion import paired_bootstrap
 
     frame = make_frame(rows)
     cut = int(rows * 0.8)
@@ -75,8 +75,8 @@ def measure(rows: int, rounds: int, samples: int) -> dict[str, float]:
 
 
 def publish_cost(repeats: int = 20) -> float:
-    from tasks.promote import promote_version
     from trainpipe import registry
+    from trainpipe.promotion import promote_version
     from trainpipe.spec import PromotionSpec
 
     with tempfile.TemporaryDirectory() as root:

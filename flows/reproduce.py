@@ -14,12 +14,10 @@ from typing import Any
 import numpy as np
 
 from trainpipe import storage
-from trainpipe.errors import TrainpipeError
 from trainpipe.provenance import code_version, dependency_set
 from trainpipe.registry import read_manifest, resolve_version, version_uri
 from trainpipe.scoring import raw_scores
-from trainpipe.sources import load_files, resolve_sources, sources_fingerprint
-from trainpipe.spec import parse_spec
+from trainpipe.sources import load_files, recorded_inputs, sources_fingerprint
 
 DEFAULT_TOLERANCE = 1e-6
 
@@ -41,14 +39,7 @@ def reproduce(artifacts: str, ref: str, tolerance: float = DEFAULT_TOLERANCE) ->
                                                    or {}).get("sha256"),
     }
     with tempfile.TemporaryDirectory(prefix="trainpipe-reproduce-") as scratch:
-        spec = parse_spec({**manifest["spec"], "artifacts": scratch}, source=f"(manifest of {name}:{version})")
-        try:
-            files = resolve_sources(spec.data)
-        except TrainpipeError:  # relative paths from another working directory: use the recorded URIs
-            data = {**manifest["spec"]["data"], "uris": [s["uri"] for s in manifest["data"]["sources"]]}
-            spec = parse_spec({**manifest["spec"], "data": data, "artifacts": scratch},
-                              source=f"(manifest of {name}:{version})")
-            files = resolve_sources(spec.data)
+        spec, files = recorded_inputs(manifest, scratch, f"(manifest of {name}:{version})")
         fingerprint = sources_fingerprint(files)
         report["data_fingerprint_then"] = manifest["data"]["fingerprint"]
         report["data_fingerprint_now"] = fingerprint

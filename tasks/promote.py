@@ -6,38 +6,9 @@ from typing import Any, Optional
 
 from prefect import task
 
-from tasks.gate import HoldoutInputs, run_gate
-from trainpipe import audit, registry
+from trainpipe import registry
+from trainpipe.promotion import HoldoutInputs, promote_version, run_gate
 from trainpipe.results import Evaluation, Promotion, RunContext, Stored, Verdict
-from trainpipe.spec import PromotionSpec
-
-
-def promote_version(
-    artifacts: str, name: str, version: int, verdict: dict[str, Any], spec: PromotionSpec, seed: int,
-    regate: Any, fields: dict[str, Any],
-) -> dict[str, Any]:
-    """Record the verdict, then move `champion` to `version` if it was promoted, as a compare-and-swap:
-    when the champion changed since the verdict (another run promoted meanwhile), the gate runs again
-    against the new champion before anything moves. Returns the final verdict with `moved`."""
-    latest = {"verdict": verdict}
-
-    def decide(current: Optional[int], records: list[dict[str, Any]]) -> tuple[Optional[int], dict[str, Any]]:
-        if current == version:
-            latest["verdict"] = {**latest["verdict"], "promote": False,
-                                 "reason": f"v{version} is already champion"}
-            return None, latest["verdict"]
-        if current != latest["verdict"]["champion_version"] and spec.policy == "gate":
-            latest["verdict"] = regate(current)
-        return (version if latest["verdict"]["promote"] else None), latest["verdict"]
-
-    audit.append(artifacts, name, "gate_verdict", {**fields, "version": version, "verdict": verdict})
-    move, final = audit.move_alias_if(artifacts, name, audit.CHAMPION, decide,
-                                      {**fields, "kind": "gate", "reason": verdict["reason"]})
-    if final is not verdict and final.get("champion_version") != verdict["champion_version"]:
-        audit.append(artifacts, name, "gate_verdict", {**fields, "version": version, "verdict": final,
-                                                       "regated": True})
-    return {**final, "moved": move is not None, "audit_seq": move["seq"] if move else None}
-
 
 
 @task(name="promote")

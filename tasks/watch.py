@@ -24,9 +24,9 @@ from prefect import task
 
 from tasks.common import TRANSIENT_RETRIES
 from trainpipe import storage
-from trainpipe.errors import DataError, SpecError
+from trainpipe.errors import DataError, NoDataFiles, SpecError
 from trainpipe.registry import list_versions, read_manifest
-from trainpipe.sources import resolve_sources, sources_fingerprint
+from trainpipe.sources import location_reachable, resolve_sources, sources_fingerprint
 from trainpipe.spec import NAME_PATTERN, DataSpec
 
 EVENT = "trainpipe.data.arrived"
@@ -55,8 +55,12 @@ def listing(uri: str) -> Optional[dict[str, Any]]:
     """The data files at `uri` and their fingerprint (as training computes it); None when there are none."""
     try:
         files = resolve_sources(DataSpec(uris=[uri]))
-    except DataError:
+    except NoDataFiles:
         return None
+    except DataError:
+        if location_reachable(uri):  # a folder that is not there yet, in a store that is
+            return None
+        raise DataError(f"cannot watch {uri}: neither it nor the folder or bucket it is in exists") from None
     return {"fingerprint": sources_fingerprint(files), "files": len(files),
             "bytes": sum(f["size"] for f in files)}
 

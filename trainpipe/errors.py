@@ -19,6 +19,10 @@ class DataError(TrainpipeError):
     exit_code = 3
 
 
+class NoDataFiles(DataError):
+    """A reachable location holds no data files (yet)."""
+
+
 class ContractViolation(TrainpipeError):
     """Data breaks the model's data contract; the report says where."""
 

@@ -14,7 +14,7 @@ import polars as pl
 from fsspec.implementations.local import LocalFileSystem
 
 from trainpipe import storage
-from trainpipe.errors import DataError
+from trainpipe.errors import DataError, NoDataFiles
 from trainpipe.spec import FORMAT_SUFFIXES, DataSpec, infer_format
 
 GLOB_CHARS = set("*?[")
@@ -56,7 +56,7 @@ def list_source_files(uri: str) -> list[dict[str, Any]]:
     else:
         raise DataError(f"data not found: {uri}")
     if not paths:
-        raise DataError(f"no data files (csv, parquet, ndjson) under {uri}")
+        raise NoDataFiles(f"no data files (csv, parquet, ndjson) under {uri}")
     files = []
     for found in sorted(paths):
         info = fs.info(found)
@@ -70,6 +70,19 @@ def list_source_files(uri: str) -> list[dict[str, Any]]:
         files.append({"uri": file_uri, "size": int(info.get("size") or 0), "content": tag})
     return files
 
+
+
+def location_reachable(uri: str) -> bool:
+    """Whether the place a data URI points into exists: its bucket on an object store, its parent folder
+    locally. A watcher may wait on an empty or not-yet-created folder there, never on a mistyped root."""
+    fs, path = storage.get_fs(uri)
+    path = path.rstrip("/")
+    if not isinstance(fs, LocalFileSystem):
+        return bool(fs.exists(path.split("/", 1)[0]))
+    parent = path.rsplit("/", 1)[0] if "/" in path else "."
+    while GLOB_CHARS & set(parent):
+        parent = parent.rsplit("/", 1)[0] if "/" in parent else "."
+    return bool(fs.isdir(parent or "/"))
 
 
 def resolve_sources(data: DataSpec) -> list[dict[str, Any]]:
@@ -155,3 +168,28 @@ def load_files(files: list[dict[str, Any]], data: DataSpec) -> pl.DataFrame:
             except (pl.exceptions.PolarsError, OSError, ValueError) as file_error:
                 raise _read_error(file, file_error) from None
         raise DataError(f"files cannot be stacked ({', '.join(f['uri'] for f in files)}): {error}") from None
+
+
+def recorded_inputs(manifest: dict[str, Any], artifacts: str, source: str) -> tuple[Any, list[dict[str, Any]]]:
+    """The spec a version was trained with (in another artifact store) and its input files, found again.
+
+    The spec's own URIs are tried first; when they name no data here (relative paths from another
+    working directory), the absolute URIs the manifest recorded are tried. Any other error, or both
+    failing, surfaces with what was tried.
+    """
+    from trainpipe.spec import parse_spec
+
+    spec = parse_spec({**manifest["spec"], "artifacts": artifacts}, source=source)
+    try:
+        return spec, resolve_sources(spec.data)
+    except DataError as first:
+        recorded = [s["uri"] for s in manifest["data"]["sources"]]
+        if recorded == list(spec.data.uris):
+            raise
+        spec = parse_spec({**manifest["spec"], "data": {**manifest["spec"]["data"], "uris": recorded},
+                           "artifacts": artifacts}, source=source)
+        try:
+            return spec, resolve_sources(spec.data)
+        except DataError as second:
+            raise DataError(f"the training data of {source} is not here: {first}; and at the recorded "
+                            f"URIs: {second}") from None

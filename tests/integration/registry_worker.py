@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tasks import promote  # noqa: E402
+from trainpipe import promotion as promote  # noqa: E402
 from trainpipe import (
     registry,  # noqa: E402
     storage,  # noqa: E402

@@ -174,3 +174,36 @@ def test_attachments_are_copied_into_the_version_and_hashed(history, tmp_path: P
         store_version(str(tmp_path / "art2"), "tuned", manifest, evaluation, *inputs,
                                attachments={"model.ubj": str(board)})
     assert registry.list_versions(str(tmp_path / "art2"), "tuned") == []
+
+
+def test_a_version_committed_by_a_run_that_died_before_its_records_is_judged_by_the_next_run(
+        tmp_path: Path, penguins_csv: Path, monkeypatch):
+    """A run killed between `_COMMITTED` and its audit records leaves a version that is not 'reused' until it
+    has its verdict: the next run appends the missing publication record, gates it and records the verdict."""
+    artifacts = tmp_path / "art"
+    spec = make_spec(penguins_csv, artifacts)
+    real = registry.record_publication
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt("killed after the commit")  # what a SIGKILL leaves behind, short of the kill
+
+    monkeypatch.setattr(registry, "record_publication", die)
+    with pytest.raises(BaseException):
+        train_flow(spec)
+    monkeypatch.setattr(registry, "record_publication", real)
+    assert registry.list_versions(str(artifacts), "penguins") == [1]
+    assert registry.verify_registry(str(artifacts), "penguins")  # committed, never logged
+
+    repaired = train_flow(spec)
+    again = train_flow(spec.model_copy(update={"promotion": spec.promotion.model_copy(update={"margin": 0.5})}))
+
+    assert repaired["version"] == 1 and not repaired["reused"] and repaired["promoted"]
+    assert registry.verify_registry(str(artifacts), "penguins") == []
+    events = [(r["event"], r.get("version")) for r in audit.read_log(str(artifacts), "penguins")]
+    assert events == [("version_published", 1), ("gate_verdict", 1), ("alias_moved", 1)]
+    # the version now has its verdict: an identical re-run (another promotion margin changes no stage
+    # before the gate) stops before evaluation, with every stage up to training cached
+    assert again["reused"] and again["version"] == 1 and not again["promoted"]
+    assert all(again["stages"][s]["cached"] for s in ("ingest", "validate", "split", "features", "train"))
+    assert "evaluate" not in again["stages"]
+    assert len(audit.read_log(str(artifacts), "penguins")) == 3

@@ -241,3 +241,18 @@ def test_json_array_file_is_read_as_records(tmp_path):
     frame = load_files(resolve_sources(data), data)
     assert frame.columns == ["mpg", "origin"]
     assert frame.get_column("mpg").to_list() == [18.0, None]
+
+
+def test_recorded_inputs_fall_back_to_the_recorded_uris_and_say_so_when_both_fail(tmp_path):
+    """Reproduce finds a version's data again; when it cannot, the error names what was tried."""
+    from trainpipe.sources import recorded_inputs
+
+    data = tmp_path / "d.csv"
+    data.write_text("x,y\n1,2\n")
+    manifest = {"spec": {"name": "m", "data": {"uris": ["relative/d.csv"]}, "target": "y"},
+                "data": {"sources": [{"uri": str(data)}]}}
+    spec, files = recorded_inputs(manifest, str(tmp_path / "art"), "(manifest of m:1)")
+    assert spec.data.uris == [str(data)] and [f["uri"] for f in files] == [str(data)]
+    data.unlink()
+    with pytest.raises(DataError, match=r"m:1.*relative/d\.csv.*recorded URIs.*d\.csv"):
+        recorded_inputs(manifest, str(tmp_path / "art"), "(manifest of m:1)")

@@ -1,4 +1,4 @@
-"""tasks.promote: the paired bootstrap, the verdict's rule and wording, champions re-scored through their transform."""
+"""trainpipe.promotion: the paired bootstrap, the verdict's rule and wording, champions re-scored through their transform."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from tasks.gate import gate, gate_metric, judge, paired_bootstrap
 from trainpipe.boosting import load_matrix
 from trainpipe.errors import DataError, SpecError
+from trainpipe.promotion import gate, gate_metric, judge, paired_bootstrap
 from trainpipe.scoring import reorder_classes
 from trainpipe.spec import PromotionSpec
 

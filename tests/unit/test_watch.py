@@ -9,6 +9,7 @@ import pytest
 
 from tasks.watch import build_event, decide, listing, read_state, record_trigger_failure, state_uri
 from trainpipe import storage
+from trainpipe.errors import DataError
 from trainpipe.sources import resolve_sources, sources_fingerprint
 from trainpipe.spec import DataSpec
 
@@ -70,3 +71,10 @@ def test_state_and_failure_marker_live_in_the_store(tmp_path: Path):
     uri = record_trigger_failure(root, {"id": "e1", "fingerprint": "f1"}, "Failed", "boom")
     assert storage.read_json(uri)["trigger"]["fingerprint"] == "f1"
     assert record_trigger_failure(root, {}, "Failed", "no event id") is None
+
+
+def test_listing_of_a_location_whose_folder_does_not_exist_is_an_error(tmp_path: Path):
+    """A mistyped root must surface, not read as 'no data yet' on every poll."""
+    with pytest.raises(DataError, match="cannot watch .*typo/landing"):
+        listing(str(tmp_path / "typo" / "landing"))
+    assert listing(str(tmp_path / "landing" / "*.csv")) is None  # a glob in a folder that exists: waiting

@@ -1,0 +1,173 @@
+"""Promotion: does a new version replace the champion, and moving it there.
+
+The champion is re-scored on the challenger's holdout rows through its own stored
+transform (as `trainpipe predict` would score them), so both models are judged on the
+same rows. A paired bootstrap over those rows gives a confidence interval of the metric
+difference; the challenger is promoted only if the observed improvement reaches the
+policy's margin and the interval's lower end is above zero (a regression is ruled out).
+The first version of a name is held to the same rule against the trivial baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import polars as pl
+
+from trainpipe import audit, storage
+from trainpipe.errors import DataError, RegistryError, SpecError
+from trainpipe.metrics import METRICS, Scorer, compute_metrics
+from trainpipe.scoring import champion_predictions, load_version, read_holdout
+from trainpipe.spec import PromotionSpec, TaskType
+
+
+def gate_metric(spec: PromotionSpec, task_type: TaskType) -> tuple[str, bool]:
+    """The metric the gate compares and whether larger is better."""
+    metric = spec.metric or next(iter(METRICS[task_type]))
+    if metric not in METRICS[task_type]:
+        raise SpecError(f"promotion.metric {metric!r} is not a {task_type} metric; "
+                        f"choose one of {', '.join(METRICS[task_type])}")
+    return metric, METRICS[task_type][metric]
+
+
+
+def paired_bootstrap(
+    task_type: TaskType, metric: str, larger_is_better: bool, labels: np.ndarray, challenger: np.ndarray,
+    reference: np.ndarray, samples: int, confidence: float, seed: int,
+) -> dict[str, Any]:
+    """Improvement of the challenger over the reference (positive = better) and its percentile interval,
+    both models scored on the same resampled rows each time."""
+    sign = 1.0 if larger_is_better else -1.0
+    ours, theirs = Scorer(task_type, metric, labels, challenger), Scorer(task_type, metric, labels, reference)
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    everything = np.ones(n)
+    draws = np.empty(samples)
+    for i in range(samples):
+        counts = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+        draws[i] = sign * (ours(counts) - theirs(counts))
+    draws = draws[np.isfinite(draws)]  # e.g. AUC of a resample holding one class only
+    alpha = (1 - confidence) / 2
+    low, high = (np.quantile(draws, [alpha, 1 - alpha]) if len(draws) else (float("nan"), float("nan")))
+    return {
+        "metric": metric,
+        "larger_is_better": larger_is_better,
+        "challenger": ours(everything),
+        "reference": theirs(everything),
+        "improvement": float(sign * (ours(everything) - theirs(everything))),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "confidence": confidence,
+        "samples": int(len(draws)),
+        "rows": n,
+    }
+
+
+
+def judge(policy: str, margin: float, evidence: Optional[dict[str, Any]], against: str) -> tuple[bool, str]:
+    """The decision and its reason, in words a reviewer can check against the evidence."""
+    if policy == "always":
+        return True, "policy 'always': every new version becomes champion"
+    if policy == "never":
+        return False, "policy 'never': promotion only by hand (trainpipe models promote)"
+    assert evidence is not None
+    e = evidence
+    ci = f"{e['confidence']:.0%} CI of the improvement [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}]"
+    delta = f"{e['metric']} {e['challenger']:.4f} vs {e['reference']:.4f} for the {against}"
+    if not np.isfinite(e["improvement"]):
+        return False, f"not promoted: {e['metric']} cannot be computed on this holdout ({delta})"
+    if e["improvement"] < margin or e["improvement"] <= 0:
+        return False, f"not promoted: not better than the {against} by the margin {margin:g} ({delta}; {ci})"
+    if not e["ci_low"] > 0:
+        return False, f"not promoted: a regression is not ruled out ({delta}; {ci})"
+    return True, f"promoted: better than the {against} ({delta}; {ci})"
+
+
+
+def gate(
+    spec: PromotionSpec, task_type: TaskType, classes: Optional[list[Any]], labels: np.ndarray,
+    challenger: np.ndarray, baseline: np.ndarray, holdout: Optional[pl.DataFrame], champion: Optional[dict[str, Any]],
+    seed: int,
+) -> dict[str, Any]:
+    """The verdict on a challenger: against the champion when there is one, else against the baseline."""
+    metric, larger = gate_metric(spec, task_type)
+    against = f"champion v{champion['version']}" if champion else "trivial baseline"
+    verdict: dict[str, Any] = {"policy": spec.policy, "metric": metric, "margin": spec.margin,
+                               "against": "champion" if champion else "baseline",
+                               "champion_version": champion["version"] if champion else None}
+    try:
+        reference = champion_predictions(champion, holdout, task_type, classes) if champion else baseline
+    except DataError as error:
+        verdict.update(evidence=None, promote=spec.policy == "always",
+                       reason=("promoted (policy 'always'); " if spec.policy == "always" else "not promoted: ")
+                       + f"the {against} cannot score this holdout ({error})")
+        return verdict
+    evidence = paired_bootstrap(task_type, metric, larger, labels, challenger, reference,
+                                spec.bootstrap_samples, spec.confidence, seed)
+    promote, reason = judge(spec.policy, spec.margin, evidence, against)
+    verdict.update(evidence=evidence, promote=promote, reason=reason,
+                   champion_metrics=compute_metrics(task_type, labels, reference) if champion else None)
+    return verdict
+
+
+
+def load_champion(artifacts: str, name: str, version: Optional[int]) -> Optional[dict[str, Any]]:
+    return load_version(artifacts, f"{name}:{version}") if version is not None else None
+
+
+
+class HoldoutInputs:
+    """The holdout as the gate needs it: labels and both scores (from evaluate), raw rows when first asked."""
+
+    def __init__(self, holdout_uri: str, rows_uri: str):
+        self.labels, self.challenger, self.baseline = read_holdout(holdout_uri)
+        self.rows_uri = rows_uri
+        self._rows: Optional[pl.DataFrame] = None
+
+    @property
+    def rows(self) -> pl.DataFrame:
+        """The raw test rows, for a champion to score through its own transform (read once, only then)."""
+        if self._rows is None:
+            self._rows = storage.read_parquet(self.rows_uri)
+        return self._rows
+
+
+
+def run_gate(
+    artifacts: str, name: str, spec: PromotionSpec, seed: int, inputs: HoldoutInputs, task_type: TaskType,
+    classes: Optional[list[Any]], champion_version: Optional[int],
+) -> dict[str, Any]:
+    try:
+        champion = load_champion(artifacts, name, champion_version)
+    except RegistryError as error:  # a champion whose files fail their hashes is not a fair reference
+        raise RegistryError(f"champion v{champion_version} of {name!r} cannot be loaded: {error}") from None
+    return gate(spec, task_type, classes, inputs.labels, inputs.challenger, inputs.baseline,
+                inputs.rows if champion else None, champion, seed)
+
+
+def promote_version(
+    artifacts: str, name: str, version: int, verdict: dict[str, Any], spec: PromotionSpec, seed: int,
+    regate: Any, fields: dict[str, Any],
+) -> dict[str, Any]:
+    """Record the verdict, then move `champion` to `version` if it was promoted, as a compare-and-swap:
+    when the champion changed since the verdict (another run promoted meanwhile), the gate runs again
+    against the new champion before anything moves. Returns the final verdict with `moved`."""
+    latest = {"verdict": verdict}
+
+    def decide(current: Optional[int], records: list[dict[str, Any]]) -> tuple[Optional[int], dict[str, Any]]:
+        if current == version:
+            latest["verdict"] = {**latest["verdict"], "promote": False,
+                                 "reason": f"v{version} is already champion"}
+            return None, latest["verdict"]
+        if current != latest["verdict"]["champion_version"] and spec.policy == "gate":
+            latest["verdict"] = regate(current)
+        return (version if latest["verdict"]["promote"] else None), latest["verdict"]
+
+    audit.append(artifacts, name, "gate_verdict", {**fields, "version": version, "verdict": verdict})
+    move, final = audit.move_alias_if(artifacts, name, audit.CHAMPION, decide,
+                                      {**fields, "kind": "gate", "reason": verdict["reason"]})
+    if final is not verdict and final.get("champion_version") != verdict["champion_version"]:
+        audit.append(artifacts, name, "gate_verdict", {**fields, "version": version, "verdict": final,
+                                                       "regated": True})
+    return {**final, "moved": move is not None, "audit_seq": move["seq"] if move else None}
