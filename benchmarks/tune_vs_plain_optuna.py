@@ -59,7 +59,7 @@ import optuna  # noqa: E402
 import polars as pl  # noqa: E402
 import xgboost as xgb  # noqa: E402
 
-from tasks.tune import DEFAULT_SPACE, search_space  # noqa: E402
+from tasks.tune.space import DEFAULT_SPACE, search_space  # noqa: E402
 from trainpipe import storage  # noqa: E402
 from trainpipe.boosting import OBJECTIVES, load_matrix  # noqa: E402
 from trainpipe.metrics import METRICS, compute_metrics  # noqa: E402

@@ -16,7 +16,7 @@ from flows.tune import tuning_subflow
 from tasks.common import run_stage
 from tasks.compute import worker_slot, worker_xgboost
 from tasks.train import train_task
-from tasks.tune import tuned_xgboost
+from tasks.tune.run import tuned_xgboost
 from trainpipe import storage
 from trainpipe.errors import SpecError, TrainpipeError
 from trainpipe.results import Fit, Matrices, Validated

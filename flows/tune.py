@@ -7,7 +7,8 @@ from typing import Any, Optional
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.tune import TuningRun, trial_task
+from tasks.tune.run import TuningRun
+from tasks.tune.trial import trial_task
 from trainpipe.results import Matrices, Tuned
 from trainpipe.spec import TaskType, TrainSpec
 

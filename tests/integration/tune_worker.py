@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import tasks.tune  # noqa: E402
+import tasks.tune.trial  # noqa: E402
 from flows.tune import tuning_subflow  # noqa: E402
 from trainpipe.results import Matrices  # noqa: E402
 from trainpipe.spec import TrainSpec  # noqa: E402
@@ -27,7 +27,7 @@ from trainpipe.spec import TrainSpec  # noqa: E402
 
 def meet_before_first_trial(study_size: int, wait_seconds: float = 120.0) -> None:
     """Wrap run_trial so the first trial of this process starts once the study has `study_size` trials."""
-    real_run_trial = tasks.tune.run_trial
+    real_run_trial = tasks.tune.trial.run_trial
     met = threading.Event()
 
     @functools.wraps(real_run_trial)
@@ -40,7 +40,7 @@ def meet_before_first_trial(study_size: int, wait_seconds: float = 120.0) -> Non
                 time.sleep(0.05)
         return real_run_trial(context, trial, params, history)
 
-    tasks.tune.run_trial = run_trial
+    tasks.tune.trial.run_trial = run_trial
 
 
 def main(spec_path: str, matrices_path: str, out_path: str) -> None:

@@ -12,17 +12,11 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 
-from tasks.tune import (
-    TuningRun,
-    default_study_name,
-    history_svg,
-    leaderboard,
-    redact_url,
-    run_trial,
-    search_space,
-    study_summary,
-    trial_threads,
-)
+from tasks.tune.results import history_svg, leaderboard, study_summary
+from tasks.tune.run import TuningRun
+from tasks.tune.space import search_space
+from tasks.tune.study import default_study_name, redact_url
+from tasks.tune.trial import run_trial, trial_threads
 from trainpipe import storage
 from trainpipe.errors import SpecError, TuningError
 from trainpipe.results import Matrices
@@ -286,7 +280,7 @@ def test_trial_rows_above_the_training_rows_uses_every_row(tmp_path, matrices):
 
 
 def test_sampler_models_parameters_jointly_and_reproducibly_after_startup():
-    from tasks.tune import TrialSeededSampler
+    from tasks.tune.sampler import TrialSeededSampler
 
     space = {"learning_rate": FloatDistribution(0.01, 0.3, log=True), "max_depth": IntDistribution(2, 10)}
 

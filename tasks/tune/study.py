@@ -1,0 +1,88 @@
+"""The Optuna study: its storage (in-memory, journal file in the artifact store, or a database), its
+name, and the redaction of storage URLs wherever they are shown."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Optional
+from urllib.parse import urlsplit, urlunsplit
+
+import optuna
+from fsspec.implementations.local import LocalFileSystem
+
+from tasks.common import content_fingerprint
+from tasks.tune.sampler import TrialSeededSampler, make_pruner
+from trainpipe import storage
+from trainpipe.errors import SpecError, TuningError
+from trainpipe.results import Matrices
+from trainpipe.spec import TaskType, TrainSpec, TuningSpec
+
+# Database storages: a running trial records a heartbeat; one silent for the grace period is failed
+# (its process died) and its place in the budget is freed. Journal files have no heartbeat: there a
+# RUNNING trial of another process older than STALE_RUNNING_SECONDS is taken as abandoned.
+HEARTBEAT_SECONDS, HEARTBEAT_GRACE_SECONDS = 10, 60
+
+
+STALE_RUNNING_SECONDS = 3600
+
+
+def redact_url(url: str) -> str:
+    """A storage URL without its password."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def journal_path(artifacts: str, study_name: str) -> str:
+    """The study's journal file in the artifact store's local folder."""
+    fs, path = storage.get_fs(artifacts)
+    if not isinstance(fs, LocalFileSystem):
+        raise SpecError(f"tuning.storage 'journal' needs a local artifact store, not {artifacts!r}; "
+                        "give a database URL (e.g. postgresql://...) instead")
+    return os.path.join(path, "tuning", f"{study_name}.journal")
+
+
+def open_storage(tuning: TuningSpec, artifacts: str, study_name: str) -> tuple[Any, str]:
+    """The Optuna storage and how the manifest names it (passwords redacted)."""
+    if tuning.storage is None:
+        return optuna.storages.InMemoryStorage(), "in-memory"
+    if tuning.storage == "journal":
+        path = journal_path(artifacts, study_name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(path)
+        return optuna.storages.JournalStorage(backend), f"journal:{path}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            backend = optuna.storages.RDBStorage(tuning.storage, heartbeat_interval=HEARTBEAT_SECONDS,
+                                                 grace_period=HEARTBEAT_GRACE_SECONDS)
+        return backend, redact_url(tuning.storage)
+    except Exception as error:  # noqa: BLE001 - driver and connection errors vary by database
+        raise TuningError(f"tuning.storage {redact_url(tuning.storage)}: cannot open it: "
+                          f"{type(error).__name__}: {redact_url(str(error))}") from None
+
+
+def open_study(tuning: TuningSpec, artifacts: str, study_name: str, seed: int,
+               num_boost_round: int) -> tuple[optuna.Study, str]:
+    """Create the study, or load it when the storage already holds one of that name (resume)."""
+    backend, described = open_storage(tuning, artifacts, study_name)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # trainpipe reports trials itself (leaderboard, logs)
+    study = optuna.create_study(storage=backend, study_name=study_name, direction="minimize",
+                                sampler=TrialSeededSampler(seed), pruner=make_pruner(tuning.pruner, num_boost_round),
+                                load_if_exists=True)
+    return study, described
+
+
+def default_study_name(spec: TrainSpec, matrices: Matrices, task_type: TaskType,
+                       n_classes: Optional[int]) -> str:
+    """The model name plus a key of everything that decides the trials: a re-run resumes the same study."""
+    key = content_fingerprint(matrices.fingerprint, task_type, n_classes, spec.seed,
+                              spec.xgboost.model_dump(mode="json"),
+                              spec.tuning.model_dump(mode="json", exclude={"storage", "study_name",
+                                                                           "timeout_seconds"}))
+    return f"{spec.name}-{key[:16]}"
