@@ -115,27 +115,3 @@ def test_gate_when_the_champion_cannot_score_the_rows(prepared):
     verdict = gate(PromotionSpec(), "binary", data["classes"], labels, np.full(len(labels), 0.5),
                    np.full(len(labels), 0.5), data["parts"]["test"], champion, seed=0)
     assert not verdict["promote"] and "cannot score this holdout" in verdict["reason"]
-
-
-@pytest.mark.parametrize(("task", "metric"), [("binary", "auc"), ("binary", "logloss"), ("binary", "accuracy"),
-                                            ("multiclass", "mlogloss"), ("multiclass", "accuracy"),
-                                            ("regression", "rmse"), ("regression", "mae"), ("regression", "r2")])
-def test_weighted_scorer_matches_evaluate_and_resampling(task, metric):
-    from trainpipe.metrics import Scorer, compute_metrics
-
-    rng = np.random.default_rng(4)
-    n = 300
-    if task == "binary":
-        labels = rng.integers(0, 2, n).astype(float)
-        pred = np.round(noisy_scores(labels, 0.4, 7), 2)  # rounded: ties across classes
-    elif task == "multiclass":
-        labels = rng.integers(0, 3, n).astype(float)
-        pred = rng.dirichlet([1, 1, 1], n)
-    else:
-        labels = rng.normal(size=n)
-        pred = labels + rng.normal(scale=0.5, size=n)
-    scorer = Scorer(task, metric, labels, pred)
-    assert scorer(np.ones(n)) == pytest.approx(compute_metrics(task, labels, pred)[metric])
-    rows = rng.integers(0, n, n)  # weights = row counts of a resample: same value as the resampled rows
-    counts = np.bincount(rows, minlength=n).astype(float)
-    assert scorer(counts) == pytest.approx(compute_metrics(task, labels[rows], pred[rows])[metric])
