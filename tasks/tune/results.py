@@ -16,6 +16,7 @@ from tasks.tune.search import counts
 from trainpipe import storage
 from trainpipe.errors import TuningError
 from trainpipe.spec import TuningSpec
+from trainpipe.svg import chart
 
 
 def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
@@ -55,51 +56,27 @@ def param_importances(study: optuna.Study, seed: int) -> dict[str, float]:
 
 def history_svg(rows: list[dict[str, Any]], metric: str, title: str) -> str:
     """The optimization history as a small SVG: each trial's value, pruned ones grey, the best so far as a line."""
-    width, height, margin = 640, 360, 50
     points = sorted((r for r in rows if r["value"] is not None and math.isfinite(r["value"])),
                     key=lambda r: r["trial"])
     if not points:
-        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
-                f'<text x="20" y="40">{_xml(title)}: no finished trials</text></svg>\n')
-    numbers = [r["trial"] for r in rows] or [0]
-    x_lo, x_hi = min(numbers), max(max(numbers), min(numbers) + 1)
-    values = [r["value"] for r in points]
-    y_lo, y_hi = min(values), max(values)
-    if y_hi == y_lo:
-        y_hi = y_lo + 1.0
-
-    def x(n: float) -> float:
-        return margin + (n - x_lo) / (x_hi - x_lo) * (width - 2 * margin)
-
-    def y(v: float) -> float:
-        return height - margin - (v - y_lo) / (y_hi - y_lo) * (height - 2 * margin)
-
-    marks, best_line, best = [], [], math.inf
+        return chart(f"{title}: no finished trials", {}, "trial", f"{metric} (validation)", width=640, height=360)
+    series: dict[str, dict[str, Any]] = {}
+    for state, label, colour in (("COMPLETE", "complete", "#1f77b4"), ("PRUNED", "pruned", "#aaaaaa")):
+        chosen = [r for r in points if (r["state"] == "COMPLETE") == (state == "COMPLETE")]
+        if chosen:
+            series[label] = {"kind": "points", "colour": colour, "x": [r["trial"] for r in chosen],
+                             "y": [r["value"] for r in chosen],
+                             "titles": [f"trial {r['trial']} {r['state']}: {r['value']:.6g}" for r in chosen]}
+    best, line_x, line_y = math.inf, [], []
     for r in points:
-        colour = "#1f77b4" if r["state"] == "COMPLETE" else "#aaaaaa"
-        marks.append(f'<circle cx="{x(r["trial"]):.1f}" cy="{y(r["value"]):.1f}" r="4" fill="{colour}">'
-                     f'<title>trial {r["trial"]} {r["state"]}: {r["value"]:.6g}</title></circle>')
         if r["state"] == "COMPLETE" and r["value"] < best:
             best = r["value"]
         if math.isfinite(best):
-            best_line.append(f"{x(r['trial']):.1f},{y(best):.1f}")
-    axis = (f'<line x1="{margin}" y1="{height - margin}" x2="{width - margin}" y2="{height - margin}" stroke="black"/>'
-            f'<line x1="{margin}" y1="{margin}" x2="{margin}" y2="{height - margin}" stroke="black"/>')
-    labels = (f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">trial</text>'
-              f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">'
-              f'{_xml(metric)} (validation)</text>'
-              f'<text x="{margin}" y="{height - margin + 16}">{x_lo}</text>'
-              f'<text x="{width - margin}" y="{height - margin + 16}" text-anchor="end">{x_hi}</text>'
-              f'<text x="{margin - 4}" y="{margin}" text-anchor="end" font-size="10">{y_hi:.4g}</text>'
-              f'<text x="{margin - 4}" y="{height - margin}" text-anchor="end" font-size="10">{y_lo:.4g}</text>'
-              f'<text x="{width / 2}" y="24" text-anchor="middle" font-weight="bold">{_xml(title)}</text>')
-    line = f'<polyline points="{" ".join(best_line)}" fill="none" stroke="#d62728" stroke-width="2"/>'
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-            f'font-size="12">{axis}{labels}{line}{"".join(marks)}</svg>\n')
-
-
-def _xml(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            line_x.append(r["trial"])
+            line_y.append(best)
+    if line_x:
+        series["best so far"] = {"kind": "line", "colour": "#d62728", "x": line_x, "y": line_y}
+    return chart(title, series, "trial", f"{metric} (validation)", width=640, height=360) + "\n"
 
 
 def study_summary(study: optuna.Study, described_storage: str, seed: int, tuning: TuningSpec,

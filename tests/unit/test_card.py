@@ -1,4 +1,4 @@
-"""tasks.card: curve points and the self-contained HTML card."""
+"""tasks.plots and trainpipe.card: curve points, the SVG charts and the self-contained HTML card."""
 
 from __future__ import annotations
 
@@ -29,3 +29,27 @@ def test_plots_per_task():
     assert np.allclose(regression["residuals"]["y"], -0.1)
     svgs = plot_svgs(regression)
     assert len(svgs) == 2 and all(s.startswith("<svg") and s.endswith("</svg>") for s in svgs)
+
+
+def test_card_markdown_renders_tables_and_escapes_html():
+    from trainpipe.card import markdown_html
+
+    page = markdown_html("# m <b>v1</b>\n\n**promoted**: `x`\n\n| feature | gain |\n|---|---|\n"
+                         "| <script>alert(1)</script> | 0.5 |\n")
+    assert "<table>" in page and "<td>0.5</td>" in page and "<strong>promoted</strong>" in page
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>" not in page
+
+
+def test_one_svg_helper_draws_card_curves_and_tuning_history():
+    import xml.etree.ElementTree as ET
+
+    from tasks.tune.results import history_svg
+    from trainpipe.svg import chart
+
+    rows = [{"trial": i, "value": 1.0 / (i + 1), "state": "COMPLETE" if i % 2 else "PRUNED"} for i in range(6)]
+    history = ET.fromstring(history_svg(rows, "logloss", "study <s>"))
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(history.findall(f"{ns}circle")) == 6 and len(history.findall(f"{ns}polyline")) == 1
+    line = ET.fromstring(chart("t", {"a": {"x": [0, 1], "y": [0, 1]}}, "x", "y"))
+    assert len(line.findall(f"{ns}polyline")) == 1 and not line.findall(f"{ns}circle")
