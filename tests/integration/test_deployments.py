@@ -193,7 +193,7 @@ def test_training_part_runs_on_the_gpu_pool_holding_a_slot_and_never_falls_back(
     version = registry.list_versions(STORE, "penguins-dispatch")[-1]
     manifest = registry.read_manifest(STORE, "penguins-dispatch", version)
     assert manifest["training"]["params"]["device"] == "cpu"
-    assert manifest["model_sha256"] == result["model_sha256"]
+    assert manifest["model_sha256"] == result["model"]["model_sha256"]
 
     failed = wait_for(lambda: finished(client, cuda.id), 240, "the cuda run to finish")
     assert failed.state.is_failed(), failed.state
