@@ -7,7 +7,6 @@ checked against the contract published with the latest version, before any train
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Optional
 
@@ -54,15 +53,6 @@ def column_kind(dtype: pl.DataType) -> str:
     return "other"
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-safe scalar (numpy and polars scalars, non-finite floats as None)."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def infer_task(target: pl.Series) -> tuple[TaskType, str]:
     """binary, multiclass or regression from the non-null target values, and the reason why."""
     values = target.drop_nulls()
@@ -92,7 +82,7 @@ def infer_task(target: pl.Series) -> tuple[TaskType, str]:
 
 def target_classes(target: pl.Series) -> list[Any]:
     """Sorted distinct target values: the class order of the model's outputs."""
-    return [_plain(v) for v in target.drop_nulls().unique().sort().to_list()]
+    return [storage.plain_scalar(v) for v in target.drop_nulls().unique().sort().to_list()]
 
 
 def contract_origin(
@@ -117,7 +107,7 @@ def infer_contract(frame: pl.DataFrame, target: str, task: TaskType, id_columns:
         entry: dict[str, Any] = {"kind": kind, "dtype": str(dtype), "nullable": series.null_count() > 0}
         if name not in id_columns:
             if kind == "numeric" and not (name == target and task != "regression"):
-                entry["min"], entry["max"] = _plain(series.min()), _plain(series.max())
+                entry["min"], entry["max"] = storage.plain_scalar(series.min()), storage.plain_scalar(series.max())
             if kind == "string":
                 levels = series.drop_nulls().unique()
                 if levels.len() <= MAX_CONTRACT_CATEGORIES:

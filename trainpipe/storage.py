@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import uuid
 from typing import Any
@@ -107,6 +108,15 @@ def create_only(uri: str, data: bytes) -> bool:
     except FileExistsError:
         return False
     return True
+
+
+def plain_scalar(value: Any) -> Any:
+    """A JSON-safe scalar: numpy and polars scalars as Python ones, NaN and infinities as None."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def dumps_json(value: Any) -> bytes:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -29,16 +28,12 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
         value = t.value if t.state == TrialState.COMPLETE else (
             t.intermediate_values[t.last_step] if t.last_step is not None else None)
         rows.append({"trial": t.number, "state": t.state.name, "value": value,
-                     "params": {k: _plain(v) for k, v in sorted(t.params.items())},
+                     "params": {k: storage.plain_scalar(v) for k, v in sorted(t.params.items())},
                      "rounds": (t.last_step + 1) if t.last_step is not None else None,
                      "seconds": t.user_attrs.get("seconds"), "error": t.user_attrs.get("error")})
     rows.sort(key=lambda r: (order[TrialState[r["state"]]], r["value"] if r["value"] is not None else math.inf,
                              r["trial"]))
     return rows
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def param_importances(study: optuna.Study, seed: int) -> dict[str, float]:
@@ -109,14 +104,14 @@ def study_summary(study: optuna.Study, described_storage: str, seed: int, tuning
         "direction": "minimize",
         "best_trial": best.number,
         "best_value": float(best.value),
-        "best_params": {k: _plain(v) for k, v in sorted(best.params.items())},
+        "best_params": {k: storage.plain_scalar(v) for k, v in sorted(best.params.items())},
         "best_iteration": best.user_attrs.get("best_iteration"),
     }
 
 
 def best_params(study: optuna.Study, fixed: dict[str, Any]) -> dict[str, Any]:
     """The best trial's parameters, fixed ones included: what the train stage refits with."""
-    return {**{k: _plain(v) for k, v in study.best_trial.params.items()}, **fixed}
+    return {**{k: storage.plain_scalar(v) for k, v in study.best_trial.params.items()}, **fixed}
 
 
 def publish_results(folder: str, summary: dict[str, Any], rows: list[dict[str, Any]],

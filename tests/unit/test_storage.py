@@ -92,3 +92,13 @@ def test_normalize_root_makes_local_paths_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert storage.normalize_root("artifacts") == str(tmp_path / "artifacts")
     assert storage.normalize_root("s3://bucket/root/") == "s3://bucket/root"
+
+
+def test_plain_scalar_makes_numpy_and_polars_values_json_safe():
+    import numpy as np
+    import polars as pl
+
+    assert storage.plain_scalar(np.int64(3)) == 3 and type(storage.plain_scalar(np.int64(3))) is int
+    assert storage.plain_scalar(np.float32(0.5)) == 0.5 and storage.plain_scalar(np.float64("nan")) is None
+    assert storage.plain_scalar(float("inf")) is None and storage.plain_scalar("a") == "a"
+    assert storage.plain_scalar(pl.Series([2.5]).max()) == 2.5
