@@ -7,7 +7,8 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from tasks.validate import check_frame, infer_contract, infer_task, target_classes, validate_snapshot
+from tasks.validate import check_frame, validate_snapshot
+from trainpipe.contract import infer_contract, infer_task, target_classes
 from trainpipe.errors import DataError
 from trainpipe.spec import ValidationSpec
 
