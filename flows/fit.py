@@ -64,7 +64,7 @@ def fit_part(spec: TrainSpec, matrices: Matrices, validated: Validated) -> Fit:
     """Run the fit subflow here, or on `spec.compute.train_pool` and wait for it."""
     pool = spec.compute.train_pool
     if not pool:
-        return fit_flow(spec, matrices, validated.task, validated.n_classes)
+        return fit_flow(spec, matrices, validated.task_type, validated.n_classes)
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
@@ -75,7 +75,7 @@ def fit_part(spec: TrainSpec, matrices: Matrices, validated: Validated) -> Fit:
     try:
         run = run_deployment(name, parameters={"spec": shared.model_dump(mode="json"),
                                                "matrices": matrices.model_dump(mode="json"),
-                                               "task_type": validated.task, "n_classes": validated.n_classes},
+                                               "task_type": validated.task_type, "n_classes": validated.n_classes},
                              job_variables=job_variables, poll_interval=1)
     except ObjectNotFound:
         raise SpecError(f"compute.train_pool is {pool!r} but there is no deployment {name}: "

@@ -41,7 +41,7 @@ def train_flow(spec: TrainSpec, trigger: Optional[dict[str, Any]] = None) -> dic
                                  spec.drop_columns)
     validated = run_stage(stages, "validate", validate_task, snapshot, spec.target, spec.task, spec.id_columns,
                           spec.drop_columns, spec.split.time_column, spec.validation, contract, artifacts)
-    parts = run_stage(stages, "split", split_task, validated, spec.split, spec.target, validated.task, spec.seed,
+    parts = run_stage(stages, "split", split_task, validated, spec.split, spec.target, validated.task_type, spec.seed,
                       artifacts)
     matrices = run_stage(stages, "features", features_task, parts, validated, spec.target, spec.id_columns,
                          spec.features, artifacts)
@@ -51,12 +51,12 @@ def train_flow(spec: TrainSpec, trigger: Optional[dict[str, Any]] = None) -> dic
                      parts=parts, matrices=matrices, fit=fit, stages=stages, trigger=trigger)
     outcome = find_stored_task(run)
     if outcome is None:
-        evaluation = run_stage(stages, "evaluate", evaluate_task, matrices, fit.model, validated.task,
+        evaluation = run_stage(stages, "evaluate", evaluate_task, matrices, fit.model, validated.task_type,
                                validated.n_classes, artifacts)
         run = run.model_copy(update={"stages": stages})
         verdict = gate_task(run, evaluation)
         drift = drift_task(run, verdict.champion_version)
-        plots = plots_task(evaluation, validated.task, validated.classes)
+        plots = plots_task(evaluation, validated.task_type, validated.classes)
         stored = store_task(run, evaluation, verdict, drift, plots)
         outcome = Outcome.of(stored, evaluation, promote_task(run, evaluation, stored, verdict), drift)
     get_run_logger().info("model %s version %s at %s%s; %s", spec.name, outcome.stored.version, outcome.stored.uri,

@@ -100,7 +100,7 @@ def features_task(
     started = time.perf_counter()
     folder = current_stage_dir("features")
     train = storage.read_parquet(parts.uris["train"])
-    transform = fit_transform(train, target, validated.task, validated.classes, id_columns, features)
+    transform = fit_transform(train, target, validated.task_type, validated.classes, id_columns, features)
     uris, digests = {}, []
     for name, uri in parts.uris.items():
         frame = train if name == "train" else storage.read_parquet(uri)

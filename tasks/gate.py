@@ -17,5 +17,5 @@ def gate_task(run: RunContext, evaluation: Evaluation) -> Verdict:
     artifacts, spec = run.artifacts, run.spec
     inputs = HoldoutInputs(evaluation.holdout_uri, run.parts.uris["test"])
     champion = registry.champion(artifacts, spec.name)
-    return Verdict(**run_gate(artifacts, spec.name, spec.promotion, spec.seed, inputs, run.validated.task,
+    return Verdict(**run_gate(artifacts, spec.name, spec.promotion, spec.seed, inputs, run.validated.task_type,
                               run.validated.classes, champion))

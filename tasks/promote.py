@@ -29,7 +29,7 @@ def promote_task(run: RunContext, evaluation: Evaluation, stored: Stored, verdic
     def regate(current: Optional[int]) -> dict[str, Any]:
         if "inputs" not in cache:
             cache["inputs"] = HoldoutInputs(evaluation.holdout_uri, run.parts.uris["test"])
-        return run_gate(artifacts, spec.name, spec.promotion, spec.seed, cache["inputs"], run.validated.task,
+        return run_gate(artifacts, spec.name, spec.promotion, spec.seed, cache["inputs"], run.validated.task_type,
                         run.validated.classes, current)
 
     fields = {"flow_run_id": _flow_run_id(), "trigger": run.trigger}

@@ -14,7 +14,7 @@ from trainpipe import registry, storage
 from trainpipe.audit import whoami
 from trainpipe.card import model_card, model_card_html
 from trainpipe.errors import RegistryError
-from trainpipe.provenance import code_version, dependency_set, package_versions
+from trainpipe.provenance import code_version, dependency_set, now_iso, package_versions
 from trainpipe.registry import (
     CLAIM,
     MANIFEST,
@@ -22,7 +22,6 @@ from trainpipe.registry import (
     PROFILE_FILE,
     complete_publication,
     find_identical,
-    now_iso,
     publish_version,
     read_manifest,
     version_uri,
@@ -39,7 +38,7 @@ def build_manifest(run: RunContext, evaluation: Evaluation, verdict: Optional[Ve
         "format": MANIFEST_FORMAT,
         "created_at": now_iso(),
         "created_by": whoami(),
-        "task": validated.task,
+        "task": validated.task_type,
         "task_reason": validated.task_reason,
         "target": spec.target,
         "classes": validated.classes,

@@ -256,13 +256,13 @@ def validate_task(
         "contract_uri": storage.join(folder, "contract.json"),
         "report_uri": storage.join(folder, "report.json"),
         "rows": frame.height,
-        "task": report["task"],
+        "task_type": report["task"],
         "task_reason": report["task_reason"],
         "classes": contract["target"].get("classes"),
         "dropped_null_target": report["dropped_null_target"],
         "violations": len(report["violations"]),
     }
-    return finish_stage(folder, Validated, meta, started, content=[digest, meta["task"], meta["classes"]])
+    return finish_stage(folder, Validated, meta, started, content=[digest, meta["task_type"], meta["classes"]])
 
 
 @task(name="find-contract", **TRANSIENT_RETRIES)

@@ -63,7 +63,7 @@ class Validated(StageResult):
     contract_uri: str
     report_uri: str
     rows: int
-    task: TaskType
+    task_type: TaskType = Field(description="binary, multiclass or regression (the ML task; `task` is Prefect's)")
     task_reason: str
     classes: Optional[list[Any]]
     dropped_null_target: int
@@ -182,7 +182,7 @@ class RunContext(Result):
             "uri": outcome.stored.uri,
             "reused": outcome.stored.reused,
             "repaired": outcome.stored.repaired,
-            "task": self.validated.task,
+            "task": self.validated.task_type,
             "task_inferred": self.spec.task is None,
             "task_reason": self.validated.task_reason,
             "headline_metric": outcome.headline_metric,
