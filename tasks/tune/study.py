@@ -4,6 +4,8 @@ name, and the redaction of storage URLs wherever they are shown."""
 from __future__ import annotations
 
 import os
+import random
+import time
 import warnings
 from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
@@ -57,14 +59,28 @@ def open_storage(tuning: TuningSpec, artifacts: str, study_name: str) -> tuple[A
         backend = optuna.storages.journal.JournalFileBackend(path)
         return optuna.storages.JournalStorage(backend), f"journal:{path}"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            backend = optuna.storages.RDBStorage(tuning.storage, heartbeat_interval=HEARTBEAT_SECONDS,
-                                                 grace_period=HEARTBEAT_GRACE_SECONDS)
-        return backend, redact_url(tuning.storage)
+        return open_database(tuning.storage), redact_url(tuning.storage)
     except Exception as error:  # noqa: BLE001 - driver and connection errors vary by database
         raise TuningError(f"tuning.storage {redact_url(tuning.storage)}: cannot open it: "
                           f"{type(error).__name__}: {redact_url(str(error))}") from None
+
+
+def open_database(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """An RDB storage; workers that start together on a database without Optuna's tables race to create
+    them (PostgreSQL answers the losers with a unique violation), so a lost race is tried again."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
+                                                  grace_period=HEARTBEAT_GRACE_SECONDS)
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
+    raise AssertionError("unreachable")
 
 
 def open_study(tuning: TuningSpec, artifacts: str, study_name: str, seed: int,

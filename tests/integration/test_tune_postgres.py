@@ -138,3 +138,37 @@ def test_a_trial_left_running_by_a_dead_process_is_failed_and_replaced(tmp_path,
     assert trials[dead.number].state.name == "FAIL"
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 3
     assert result.summary["trials_this_run"] == [t.number for t in trials if t.number != dead.number]
+
+
+def test_workers_starting_together_on_a_new_database_all_open_the_study_storage():
+    """Six workers open one PostgreSQL database that has no Optuna tables yet: they race to create them, and
+    the losers try again instead of failing the run (before: 5 of 6 failed with a unique violation)."""
+    import threading
+
+    import psycopg
+
+    from tasks.tune.study import open_storage
+    from trainpipe.spec import TuningSpec
+
+    server = POSTGRES.rsplit("/", 1)[0]
+    name = f"trainpipe_race_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            open_storage(TuningSpec(trials=1, storage=f"{server}/{name}"), "unused", "s")
+        except BaseException as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    try:
+        threads = [threading.Thread(target=open_one) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    assert errors == []
