@@ -14,12 +14,10 @@ from prefect import get_run_logger, task
 
 from tasks.common import TRANSIENT_RETRIES
 from trainpipe import storage
-from trainpipe.boosting import load_matrix
 from trainpipe.errors import DataError, SpecError
-from trainpipe.scoring import load_version
+from trainpipe.scoring import load_version, predict_rows
 from trainpipe.sources import load_files, resolve_sources
 from trainpipe.spec import DataSpec, infer_format
-from trainpipe.transform import LABEL, apply_transform
 
 
 def read_inputs(data_uri: str) -> pl.DataFrame:
@@ -38,9 +36,7 @@ def score_frame(
     missing = [c for c in keep if c not in frame.columns]
     if missing:
         raise DataError(f"{source}: no column(s) {', '.join(missing)} to keep; columns: {', '.join(frame.columns)}")
-    features = apply_transform(frame, transform, source)
-    matrix = load_matrix(features.with_columns(pl.lit(0.0).alias(LABEL)), transform["feature_types"])
-    raw = booster.predict(matrix)
+    raw = predict_rows(booster, transform, frame, source)
     target = transform["target"]
     passthrough = list(dict.fromkeys([c for c in transform["id_columns"] if c in frame.columns] + list(keep)))
     ids = [frame.get_column(c) for c in passthrough]

@@ -38,9 +38,7 @@ def champion_predictions(champion: dict[str, Any], holdout: pl.DataFrame, task_t
     transform = champion["transform"]
     if transform["target"]["task"] != task_type:
         raise DataError(f"the champion is a {transform['target']['task']} model, this version {task_type}")
-    features = apply_transform(holdout, transform, "holdout rows")
-    matrix = load_matrix(features.with_columns(pl.lit(0.0).alias(LABEL)), transform["feature_types"])
-    pred = champion["booster"].predict(matrix)
+    pred = predict_rows(champion["booster"], transform, holdout, "holdout rows")
     if task_type == "regression":
         return pred
     return reorder_classes(pred, task_type, transform["target"]["classes"], classes or [])
@@ -63,15 +61,17 @@ def load_version(artifacts: str, ref: str) -> dict[str, Any]:
             "transform": json.loads(loaded["transform.json"]), "manifest": manifest}
 
 
-def raw_scores(model: dict[str, Any], frame: Any) -> np.ndarray:
-    import polars as pl
+def predict_rows(booster: xgb.Booster, transform: dict[str, Any], frame: pl.DataFrame, source: str) -> np.ndarray:
+    """Raw scores (float32, as XGBoost computes them) of raw rows through a version's stored transform."""
+    features = apply_transform(frame, transform, source)
+    matrix = load_matrix(features.with_columns(pl.lit(0.0).alias(LABEL)), transform["feature_types"])
+    return booster.predict(matrix)
 
-    from trainpipe.boosting import load_matrix
-    from trainpipe.transform import LABEL, apply_transform
 
-    features = apply_transform(frame, model["transform"], "reproduction data")
-    matrix = load_matrix(features.with_columns(pl.lit(0.0).alias(LABEL)), model["transform"]["feature_types"])
-    return np.asarray(model["booster"].predict(matrix), dtype=np.float64)
+def raw_scores(model: dict[str, Any], frame: pl.DataFrame) -> np.ndarray:
+    """A loaded version's raw scores of `frame`, as float64 (reproduce compares two models with them)."""
+    return np.asarray(predict_rows(model["booster"], model["transform"], frame, "reproduction data"),
+                      dtype=np.float64)
 
 
 def _score_columns(prefix: str, scores: np.ndarray) -> dict[str, np.ndarray]:
