@@ -233,6 +233,7 @@ def browser():
 def test_dashboard_custom_run_form_starts_a_run_that_completes(stack: Stack, client, browser, penguins_csv: Path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     data_uri = f"s3://{BUCKET}/ui/penguins.csv"
@@ -248,12 +249,25 @@ def test_dashboard_custom_run_form_starts_a_run_that_completes(stack: Stack, cli
 
     assert field("Target").get_attribute("value") == "species"  # the deployment's defaults fill the form
     assert "Where the training data lives" in browser.page_source  # field descriptions are shown
-    for label, value in (("Name", "penguins-island"), ("Data URIs", data_uri), ("Target", "island")):
-        box = field(label)
-        box.send_keys(Keys.CONTROL, "a")
-        box.send_keys(Keys.DELETE)
-        box.send_keys(value)
-        assert box.get_attribute("value") == value
+    def fill(label: str, value: str) -> str:
+        """Type into a field; the form may re-render a box while it validates the last edit, so a box that
+        lost what was typed is found again and typed into once more (at most three times)."""
+        for _ in range(3):
+            box = field(label)
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys(Keys.DELETE)
+            box.send_keys(value)
+            try:
+                WebDriverWait(browser, 5).until(lambda driver: field(label).get_attribute("value") == value)
+                break
+            except TimeoutException:
+                continue
+        return field(label).get_attribute("value")
+
+    entries = (("Name", "penguins-island"), ("Data URIs", data_uri), ("Target", "island"))
+    for label, value in entries:
+        assert fill(label, value) == value
+    assert [field(label).get_attribute("value") for label, _ in entries] == [v for _, v in entries]
     browser.find_element(By.XPATH, "//button[@type='submit'][contains(normalize-space(.), 'Submit')]").click()
 
     def from_form() -> list[Any]:
