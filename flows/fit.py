@@ -12,11 +12,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import deployment, flow_run
 
-from flows.tune import tuning_subflow
 from tasks.common import run_stage
 from tasks.compute import worker_slot, worker_xgboost
 from tasks.train import train_task
-from tasks.tune.run import tuned_xgboost
 from trainpipe import storage
 from trainpipe.errors import SpecError, TrainpipeError
 from trainpipe.results import Fit, Matrices, Validated
@@ -49,11 +47,16 @@ def fit_flow(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classes
     xgboost = worker_xgboost(spec.xgboost)
     with worker_slot(get_run_logger()) as slot:
         stages: dict[str, Any] = {}
-        tuned = (run_stage(stages, "tune", tuning_subflow(spec.tuning.parallelism),
-                           spec.model_copy(update={"xgboost": xgboost}), matrices, task_type, n_classes or None)
-                 if spec.tuning.trials else None)
-        model = run_stage(stages, "train", train_task, matrices, task_type, n_classes or None,
-                          tuned_xgboost(xgboost, tuned), spec.seed, artifacts, tuned)
+        tuned, refit = None, xgboost
+        if spec.tuning.trials:  # Optuna and the tuning modules load only for a run that tunes
+            from flows.tune import tuning_subflow
+            from tasks.tune.run import tuned_xgboost
+
+            tuned = run_stage(stages, "tune", tuning_subflow(spec.tuning.parallelism),
+                              spec.model_copy(update={"xgboost": xgboost}), matrices, task_type, n_classes or None)
+            refit = tuned_xgboost(xgboost, tuned)
+        model = run_stage(stages, "train", train_task, matrices, task_type, n_classes or None, refit, spec.seed,
+                          artifacts, tuned)
     fit = Fit(model=model, stages=stages, device=xgboost.device, concurrency=slot)
     if deployment.id:  # dispatched: the caller reads the result from the shared store
         storage.write_json(result_uri(artifacts, flow_run.id), fit.model_dump(mode="json"))

@@ -109,3 +109,14 @@ def test_the_checks_see_a_real_graph():
     assert "flows.train" in graph["cli.handlers"] or any(n.startswith("flows.") for n in graph["cli.handlers"])
     assert "tasks.ingest" in graph["flows.train"] and "trainpipe.registry" in graph["trainpipe.scoring"]
     assert floor("trainpipe.__main__") == TOP
+
+
+def test_a_run_that_does_not_tune_does_not_import_optuna():
+    """The tuning modules load inside the fit flow only when the spec asks for trials."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import sys, flows.train, cli.main; print('optuna' in sys.modules)"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
