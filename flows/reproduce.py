@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from flows.train import train_flow
 from trainpipe import storage
 from trainpipe.provenance import code_version, dependency_set
 from trainpipe.registry import read_manifest, resolve_version, version_uri
-from trainpipe.scoring import raw_scores
+from trainpipe.scoring import load_version, raw_scores
 from trainpipe.sources import load_files, recorded_inputs, sources_fingerprint
 
 DEFAULT_TOLERANCE = 1e-6
@@ -25,9 +26,6 @@ DEFAULT_TOLERANCE = 1e-6
 def reproduce(artifacts: str, ref: str, tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
     """Train again from NAME:VERSION's manifest; say whether the model is byte-identical or agrees within
     `tolerance`, and what differs in data, code and dependencies."""
-    from flows.train import train_flow
-    from trainpipe.scoring import load_version
-
     name, version = resolve_version(artifacts, ref)
     manifest = read_manifest(artifacts, name, version)
     report: dict[str, Any] = {"model": name, "version": version, "tolerance": tolerance}

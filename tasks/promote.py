@@ -19,11 +19,7 @@ def promote_task(run: RunContext, evaluation: Evaluation, stored: Stored, verdic
     """
     artifacts, spec = run.artifacts, run.spec
     if stored.reused:
-        current = registry.champion(artifacts, spec.name)
-        return Promotion(**{**verdict.model_dump(), "promote": current == stored.version, "moved": False,
-                            "audit_seq": None,
-                            "reason": f"identical to the stored v{stored.version}: nothing new to promote "
-                                      f"(champion is {'v' + str(current) if current else 'none'})"})
+        return Promotion.unchanged(verdict.model_dump(), stored.version, registry.champion(artifacts, spec.name))
     cache: dict[str, HoldoutInputs] = {}
 
     def regate(current: Optional[int]) -> dict[str, Any]:

@@ -136,12 +136,8 @@ def find_stored_task(run: RunContext) -> Optional[Outcome]:
     if existing is None or not existing["reused"]:
         return None
     manifest = read_manifest(run.artifacts, run.spec.name, existing["version"])
-    champion = registry.champion(run.artifacts, run.spec.name)
-    verdict = manifest.get("promotion") or {}
-    promotion = Promotion(**{**verdict, "promote": champion == existing["version"], "moved": False,
-                             "audit_seq": None,
-                             "reason": f"identical to the stored v{existing['version']}: nothing new to promote "
-                                       f"(champion is {'v' + str(champion) if champion else 'none'})"})
+    promotion = Promotion.unchanged(manifest.get("promotion") or {}, existing["version"],
+                                    registry.champion(run.artifacts, run.spec.name))
     stored = Stored(**existing, seconds=round(time.perf_counter() - started, 3))
     return Outcome(stored=stored, metrics=manifest["metrics"], baseline_metrics=manifest["baseline_metrics"],
                    headline_metric=manifest["headline_metric"], promotion=promotion,

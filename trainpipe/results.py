@@ -216,6 +216,13 @@ class Promotion(Verdict):
     moved: bool
     audit_seq: Optional[int] = None
 
+    @classmethod
+    def unchanged(cls, verdict: dict[str, Any], version: int, champion: Optional[int]) -> Promotion:
+        """A re-run that found `version` already stored and judged: nothing moves, nothing is recorded."""
+        return cls(**{**verdict, "promote": champion == version, "moved": False, "audit_seq": None,
+                      "reason": f"identical to the stored v{version}: nothing new to promote "
+                                f"(champion is {'v' + str(champion) if champion else 'none'})"})
+
 
 class Tuned(StageResult):
     """A finished tuning run: the best parameters, the study's summary and its published files."""

@@ -14,7 +14,7 @@ import polars as pl
 import xgboost as xgb
 
 from trainpipe import storage
-from trainpipe.boosting import load_matrix
+from trainpipe.boosting import load_booster, load_matrix
 from trainpipe.errors import DataError, RegistryError
 from trainpipe.registry import read_manifest, resolve_version, version_uri
 from trainpipe.spec import TaskType
@@ -56,7 +56,7 @@ def load_version(artifacts: str, ref: str) -> dict[str, Any]:
             raise RegistryError(
                 f"{storage.join(folder, filename)} does not match its manifest hash: refusing to use it")
         loaded[filename] = data
-    booster = xgb.Booster(model_file=bytearray(loaded["model.ubj"]))
+    booster = load_booster(loaded["model.ubj"])
     return {"name": name, "version": version, "uri": folder, "booster": booster,
             "transform": json.loads(loaded["transform.json"]), "manifest": manifest}
 
