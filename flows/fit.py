@@ -16,6 +16,7 @@ from tasks.common import run_stage
 from tasks.compute import worker_slot, worker_xgboost
 from tasks.train import train_task
 from trainpipe import storage
+from trainpipe.boosting import sized_defaults
 from trainpipe.errors import SpecError, TrainpipeError
 from trainpipe.results import Fit, Matrices, Validated
 from trainpipe.spec import TaskType, TrainSpec
@@ -44,7 +45,7 @@ def fit_flow(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classes
         n_classes: Number of classes (0 for regression).
     """
     artifacts = storage.normalize_root(spec.artifacts)
-    xgboost = worker_xgboost(spec.xgboost)
+    xgboost = sized_defaults(worker_xgboost(spec.xgboost), matrices.rows.get("train", 0))
     with worker_slot(get_run_logger()) as slot:
         stages: dict[str, Any] = {}
         tuned, refit = None, xgboost

@@ -54,11 +54,12 @@ def train_flow(spec: TrainSpec, trigger: Optional[dict[str, Any]] = None) -> dic
         evaluation = run_stage(stages, "evaluate", evaluate_task, matrices, fit.model, validated.task_type,
                                validated.n_classes, artifacts)
         run = run.model_copy(update={"stages": stages})
-        verdict = gate_task(run, evaluation)
-        drift = drift_task(run, verdict.champion_version)
-        plots = plots_task(evaluation, validated.task_type, validated.classes)
-        stored = store_task(run, evaluation, verdict, drift, plots)
-        outcome = Outcome.of(stored, evaluation, promote_task(run, evaluation, stored, verdict), drift)
+        verdict = run_stage(stages, "gate", gate_task, run, evaluation)
+        drift = run_stage(stages, "drift", drift_task, run, verdict.champion_version)
+        plots = run_stage(stages, "plots", plots_task, evaluation, validated.task_type, validated.classes)
+        stored = run_stage(stages, "store", store_task, run, evaluation, verdict, drift, plots)
+        promotion = run_stage(stages, "promote", promote_task, run, evaluation, stored, verdict)
+        outcome = Outcome.of(stored, evaluation, promotion, drift)
     get_run_logger().info("model %s version %s at %s%s; %s", spec.name, outcome.stored.version, outcome.stored.uri,
                           " (identical to a stored version: reused)" if outcome.stored.reused else "",
                           outcome.promotion.reason)

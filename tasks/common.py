@@ -145,9 +145,14 @@ def cached_stage(stage: str, kind: type[StageResult], *, io_retries: bool = Fals
 
 
 def run_stage(stages: dict[str, Any], name: str, stage: Any, *args: Any) -> Any:
-    """Run a stage task or subflow; note whether it was served from cache (Prefect's or the store's) and its time."""
+    """Run a stage task or subflow; note whether it was served from cache (Prefect's or the store's), its time
+    (the stage's own work, or the call's wall time for a stage that does not report it) and when it started."""
+    started_at, started = time.time(), time.perf_counter()
     state = stage(*args, return_state=True)
     result = state.result()
     cached = state.name == "Cached" or bool(getattr(result, "from_store", False))
-    stages[name] = {"cached": cached, "seconds": 0.0 if cached else getattr(result, "seconds", 0.0)}
+    seconds = getattr(result, "seconds", None)
+    stages[name] = {"cached": cached,
+                    "seconds": 0.0 if cached else round(time.perf_counter() - started if seconds is None else seconds, 3),
+                    "started_at": round(started_at, 3)}
     return result

@@ -101,14 +101,15 @@ def features_task(
     folder = current_stage_dir("features")
     train = storage.read_parquet(parts.uris["train"])
     transform = fit_transform(train, target, validated.task_type, validated.classes, id_columns, features)
-    uris, digests = {}, []
+    uris, rows, digests = {}, {}, []
     for name, uri in parts.uris.items():
         frame = train if name == "train" else storage.read_parquet(uri)
-        uris[name] = storage.join(folder, f"{name}.parquet")
+        uris[name], rows[name] = storage.join(folder, f"{name}.parquet"), frame.height
         digests.append(storage.write_parquet(matrix_frame(frame, transform, uri), uris[name]))
     digests.append(storage.write_json(storage.join(folder, "transform.json"), transform))
     meta = {
         "uris": uris,
+        "rows": rows,
         "transform_uri": storage.join(folder, "transform.json"),
         "features": transform["features"],
         "feature_types": transform["feature_types"],

@@ -10,14 +10,14 @@ import xgboost as xgb
 
 from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
-from trainpipe.boosting import booster_params, load_matrix, model_bytes
+from trainpipe.boosting import booster_params, model_bytes, training_matrix
 from trainpipe.results import FittedModel, Matrices, Tuned
 from trainpipe.spec import TaskType, XGBoostSpec
 
 
 def fit_booster(
-    dtrain: xgb.DMatrix,
-    dvalid: xgb.DMatrix,
+    dtrain: xgb.DMatrix | xgb.QuantileDMatrix,
+    dvalid: xgb.DMatrix | xgb.QuantileDMatrix,
     params: dict[str, Any],
     num_boost_round: int,
     early_stopping_rounds: int,
@@ -51,7 +51,7 @@ def refit_booster(
     train: pl.DataFrame, valid: pl.DataFrame, feature_types: list[str], params: dict[str, Any], rounds: int
 ) -> xgb.Booster:
     """Refit on training + validation rows for the number of rounds early stopping chose."""
-    stacked = load_matrix(pl.concat([train, valid]), feature_types)
+    stacked = training_matrix(pl.concat([train, valid]), feature_types, params["max_bin"])
     return xgb.train(params, stacked, num_boost_round=rounds, verbose_eval=False)
 
 
@@ -72,9 +72,11 @@ def train_task(
     types = matrices.feature_types
     train = storage.read_parquet(matrices.uris["train"])
     valid = storage.read_parquet(matrices.uris["valid"])
-    booster, info = fit_booster(load_matrix(train, types), load_matrix(valid, types), params,
+    dtrain = training_matrix(train, types, params["max_bin"])
+    booster, info = fit_booster(dtrain, training_matrix(valid, types, params["max_bin"], ref=dtrain), params,
                                 xgboost.num_boost_round, xgboost.early_stopping_rounds)
-    info["refit_on_train_and_valid"] = xgboost.refit
+    del dtrain
+    info["refit_on_train_and_valid"] = bool(xgboost.refit)
     if xgboost.refit:
         booster = refit_booster(train, valid, types, params, info["best_iteration"] + 1)
     data = model_bytes(booster)

@@ -87,6 +87,7 @@ class Matrices(StageResult):
     """Feature matrices of the three parts (features plus the encoded label) and the fitted transform."""
 
     uris: dict[str, str]
+    rows: dict[str, int] = Field(default_factory=dict, description="rows of each part's matrix")
     transform_uri: str
     features: list[str]
     feature_types: list[str]

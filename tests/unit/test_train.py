@@ -125,3 +125,29 @@ def test_model_bytes_load_back_to_the_same_predictions(prepared):
     dtest = load_matrix(prep["matrices"]["test"], prep["transform"]["feature_types"])
     np.testing.assert_array_equal(reloaded.predict(dtest), booster.predict(dtest))
     assert booster.predict(dtest).shape == (prep["matrices"]["test"].height, 3)
+
+
+def test_size_defaults_switch_to_xgboost_own_rate_without_refit_on_large_training_parts():
+    from trainpipe.boosting import LARGE_TRAIN_ROWS, sized_defaults
+    from trainpipe.spec import XGBoostSpec
+
+    small = sized_defaults(XGBoostSpec(), LARGE_TRAIN_ROWS - 1)
+    large = sized_defaults(XGBoostSpec(), LARGE_TRAIN_ROWS)
+    assert (small.learning_rate, small.refit) == (0.1, True)
+    assert (large.learning_rate, large.refit) == (0.3, False)
+    chosen = sized_defaults(XGBoostSpec(learning_rate=0.05, refit=True), 10 * LARGE_TRAIN_ROWS)
+    assert (chosen.learning_rate, chosen.refit) == (0.05, True)  # what the spec sets is kept
+
+
+def test_quantile_training_matrix_shares_the_training_bins_with_validation(tmp_path):
+    import polars as pl
+
+    from trainpipe.boosting import training_matrix
+    from trainpipe.transform import LABEL
+
+    frame = pl.DataFrame({"a": [float(i % 7) for i in range(200)], "b": [float(i) for i in range(200)],
+                          LABEL: [float(i % 2) for i in range(200)]})
+    dtrain = training_matrix(frame, ["q", "q"], max_bin=16)
+    dvalid = training_matrix(frame.head(50), ["q", "q"], max_bin=16, ref=dtrain)
+    assert (dtrain.num_row(), dtrain.num_col(), dvalid.num_row()) == (200, 2, 50)
+    assert dtrain.feature_names == ["a", "b"]
