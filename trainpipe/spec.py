@@ -291,6 +291,14 @@ class PromotionSpec(_Spec):
     bootstrap_samples: int = Field(
         default=1000, ge=100, le=100_000, description="Bootstrap resamples of the holdout rows."
     )
+    bootstrap_rows: Optional[int] = Field(
+        default=50_000, ge=1000,
+        description=(
+            "Largest number of holdout rows the bootstrap resamples: a bigger holdout is subsampled (seeded) and "
+            "the interval is that of this many rows — wider, so more cautious, than the whole holdout's. "
+            "Empty: every row (slower on large holdouts)."
+        ),
+    )
 
 
 class ComputeSpec(_Spec):

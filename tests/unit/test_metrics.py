@@ -225,3 +225,15 @@ def test_baseline_metrics_are_those_of_the_trivial_model():
     assert metrics["auc"] == 0.5
     assert metrics["logloss"] == pytest.approx(-(math.log(0.75) + math.log(0.25)) / 2)
     assert metrics["accuracy"] == 0.5
+
+
+def test_linearised_auc_is_exact_with_unit_weights_and_close_under_resampling_weights():
+    rng = np.random.default_rng(5)
+    labels = (rng.random(4000) < 0.4).astype(float)
+    scores = np.round(labels * 0.3 + rng.random(4000) * 0.7, 2)  # rounded: many ties
+    exact, linear = Scorer("binary", "auc", labels, scores), Scorer("binary", "auc", labels, scores, linear=True)
+    assert linear() == pytest.approx(exact(), abs=1e-12)
+    weights = np.stack([np.bincount(rng.integers(0, 4000, 4000), minlength=4000) for _ in range(20)]).astype(float)
+    assert np.max(np.abs(linear(weights) - exact(weights))) < 2e-3
+    assert exact(weights).shape == (20,)
+    assert np.allclose(exact(weights), [exact(w) for w in weights])  # a batch equals one call per resample

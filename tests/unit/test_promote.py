@@ -115,3 +115,17 @@ def test_gate_when_the_champion_cannot_score_the_rows(prepared):
     verdict = gate(PromotionSpec(), "binary", data["classes"], labels, np.full(len(labels), 0.5),
                    np.full(len(labels), 0.5), data["parts"]["test"], champion, seed=0)
     assert not verdict["promote"] and "cannot score this holdout" in verdict["reason"]
+
+
+def test_bootstrap_over_a_subsample_of_a_large_holdout_is_wider_not_narrower():
+    rng = np.random.default_rng(11)
+    n = 30_000
+    labels = (rng.random(n) < 0.3).astype(float)
+    ours = np.clip(labels * 0.3 + rng.random(n) * 0.7, 0, 1)
+    theirs = np.clip(labels * 0.28 + rng.random(n) * 0.72, 0, 1)
+    full = paired_bootstrap("binary", "auc", True, labels, ours, theirs, 300, 0.95, seed=1)
+    sub = paired_bootstrap("binary", "auc", True, labels, ours, theirs, 300, 0.95, seed=1, max_rows=5_000)
+    assert (full["rows_resampled"], sub["rows_resampled"]) == (n, 5_000)
+    assert full["improvement"] == sub["improvement"]  # the observed difference uses every row
+    assert full["auc_resamples"] == "linearised" and sub["auc_resamples"] == "exact"
+    assert sub["ci_high"] - sub["ci_low"] > 1.5 * (full["ci_high"] - full["ci_low"])
