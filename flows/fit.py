@@ -1,7 +1,7 @@
-"""The fit subflow: tuning/training on the feature matrices, in-process or on the pool the spec names.
+"""Fitting: tuning and training on the feature matrices, in the calling flow run or on the pool the spec names.
 
-`train_flow` calls `fit_part`: with no `compute.train_pool` the subflow runs in the calling
-process; otherwise it is dispatched with `run_deployment` to `trainpipe-fit/fit-<pool>`, the
+`train_flow` calls `fit_part`: with no `compute.train_pool` tuning and training run as tasks of the
+calling flow run; otherwise the fit flow is dispatched with `run_deployment` to `trainpipe-fit/fit-<pool>`, the
 inputs and the result travelling as URIs and JSON through the shared artifact store.
 """
 
@@ -33,17 +33,8 @@ def result_uri(artifacts: str, run_id: str) -> str:
     return storage.join(artifacts, "runs", "fit", f"{run_id}.json")
 
 
-@flow(name=FIT_FLOW, persist_result=True, result_serializer="json")
-def fit_flow(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classes: int) -> Fit:
-    """Tune (when the spec asks for trials), then train on the feature matrices; returns the model with both
-    stages' timings and cache hits.
-
-    Args:
-        spec: The training run's spec (its artifact store must be shared with the caller).
-        matrices: The features stage's result: URIs of the train/valid/test matrices and their metadata.
-        task_type: binary, multiclass or regression.
-        n_classes: Number of classes (0 for regression).
-    """
+def fit_matrices(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classes: int) -> Fit:
+    """Tune (when the spec asks for trials), then train, in the calling flow run."""
     artifacts = storage.normalize_root(spec.artifacts)
     xgboost = sized_defaults(worker_xgboost(spec.xgboost), matrices.rows.get("train", 0))
     with worker_slot(get_run_logger()) as slot:
@@ -58,17 +49,31 @@ def fit_flow(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classes
             refit = tuned_xgboost(xgboost, tuned)
         model = run_stage(stages, "train", train_task, matrices, task_type, n_classes or None, refit, spec.seed,
                           artifacts, tuned)
-    fit = Fit(model=model, stages=stages, device=xgboost.device, concurrency=slot)
+    return Fit(model=model, stages=stages, device=xgboost.device, concurrency=slot)
+
+
+@flow(name=FIT_FLOW, persist_result=True, result_serializer="json")
+def fit_flow(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classes: int) -> Fit:
+    """Tune (when the spec asks for trials), then train on the feature matrices; returns the model with both
+    stages' timings and cache hits. Deployed per training pool; `fit_part` dispatches to it.
+
+    Args:
+        spec: The training run's spec (its artifact store must be shared with the caller).
+        matrices: The features stage's result: URIs of the train/valid/test matrices and their metadata.
+        task_type: binary, multiclass or regression.
+        n_classes: Number of classes (0 for regression).
+    """
+    fit = fit_matrices(spec, matrices, task_type, n_classes)
     if deployment.id:  # dispatched: the caller reads the result from the shared store
-        storage.write_json(result_uri(artifacts, flow_run.id), fit.model_dump(mode="json"))
+        storage.write_json(result_uri(storage.normalize_root(spec.artifacts), flow_run.id), fit.model_dump(mode="json"))
     return fit
 
 
 def fit_part(spec: TrainSpec, matrices: Matrices, validated: Validated) -> Fit:
-    """Run the fit subflow here, or on `spec.compute.train_pool` and wait for it."""
+    """Tune and train here, or run the fit flow on `spec.compute.train_pool` and wait for it."""
     pool = spec.compute.train_pool
-    if not pool:
-        return fit_flow(spec, matrices, validated.task_type, validated.n_classes)
+    if not pool:  # in this flow run: a subflow would cost a flow run's start and heartbeat (about 2-3 s)
+        return fit_matrices(spec, matrices, validated.task_type, validated.n_classes)
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-import xgboost as xgb
 from prefect.artifacts import create_table_artifact
 
 from tasks.common import cached_stage, current_stage_dir, finish_stage
@@ -18,6 +17,9 @@ from trainpipe.results import Evaluation, FittedModel, Matrices
 from trainpipe.scoring import write_holdout
 from trainpipe.spec import TaskType
 from trainpipe.transform import LABEL
+
+if TYPE_CHECKING:  # xgboost (and the scikit-learn it pulls in) loads only where a model is used
+    import xgboost as xgb
 
 
 def feature_importance(booster: xgb.Booster, features: list[str]) -> list[dict[str, Any]]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-import xgboost as xgb
 from prefect import get_run_logger, task
 
 from tasks.common import TRANSIENT_RETRIES
@@ -18,6 +17,9 @@ from trainpipe.errors import DataError, SpecError
 from trainpipe.scoring import load_version, predict_rows
 from trainpipe.sources import load_files, resolve_sources
 from trainpipe.spec import DataSpec, infer_format
+
+if TYPE_CHECKING:  # xgboost (and the scikit-learn it pulls in) loads only where a model is used
+    import xgboost as xgb
 
 
 def read_inputs(data_uri: str) -> pl.DataFrame:

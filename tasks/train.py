@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import polars as pl
-import xgboost as xgb
 
 from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.boosting import booster_params, model_bytes, training_matrix
 from trainpipe.results import FittedModel, Matrices, Tuned
 from trainpipe.spec import TaskType, XGBoostSpec
+
+if TYPE_CHECKING:  # xgboost (and the scikit-learn it pulls in) loads only where a model is used
+    import xgboost as xgb
 
 
 def fit_booster(
@@ -23,6 +25,8 @@ def fit_booster(
     early_stopping_rounds: int,
 ) -> tuple[xgb.Booster, dict[str, Any]]:
     """Fit with early stopping; the booster returned is cut at its best iteration."""
+    import xgboost as xgb
+
     history: dict[str, Any] = {}
     booster = xgb.train(
         params,
@@ -51,6 +55,8 @@ def refit_booster(
     train: pl.DataFrame, valid: pl.DataFrame, feature_types: list[str], params: dict[str, Any], rounds: int
 ) -> xgb.Booster:
     """Refit on training + validation rows for the number of rounds early stopping chose."""
+    import xgboost as xgb
+
     stacked = training_matrix(pl.concat([train, valid]), feature_types, params["max_bin"])
     return xgb.train(params, stacked, num_boost_round=rounds, verbose_eval=False)
 

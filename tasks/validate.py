@@ -8,9 +8,8 @@ checked against the contract published with the latest version, before any train
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import pandera.polars as pa
 import polars as pl
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -24,6 +23,9 @@ from trainpipe.registry import latest_contract_ref
 from trainpipe.results import ContractRef, Snapshot, Validated
 from trainpipe.spec import TaskType, ValidationSpec
 
+if TYPE_CHECKING:  # pandera pulls pandas (about 0.7 s): imported by the stage, not by the flow's import
+    import pandera.polars as pa
+
 
 def build_schema(
     contract: dict[str, Any], validation: ValidationSpec, only: Optional[set[str]] = None
@@ -32,6 +34,8 @@ def build_schema(
 
     `only` limits it to the columns present (pandera coerces before it checks presence).
     """
+    import pandera.polars as pa
+
     columns = {}
     target = contract["target"]
     for name, entry in contract["columns"].items():
@@ -85,6 +89,8 @@ def check_frame(
     """Validate `frame` against the contract; returns the coerced frame and the violations found."""
     missing = [whole_column_violation(name, "column_in_dataframe") for name in contract["columns"]
                if name not in frame.columns]
+    import pandera.polars as pa
+
     schema = build_schema(contract, validation, only=set(frame.columns))
     try:
         return schema.validate(frame, lazy=True), missing

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import polars as pl
-import xgboost as xgb
 
 from trainpipe.errors import SpecError
 from trainpipe.spec import TaskType, XGBoostSpec
 from trainpipe.transform import LABEL
+
+if TYPE_CHECKING:  # xgboost (and the scikit-learn it pulls in) loads only where a model is used
+    import xgboost as xgb
 
 OBJECTIVES: dict[str, tuple[str, str]] = {
     "binary": ("binary:logistic", "logloss"),
@@ -24,6 +26,8 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
 
 def cuda_visible() -> bool:
     """Whether this XGBoost build can use a GPU here (XGBoost itself only warns and falls back)."""
+    import xgboost as xgb
+
     if not xgb.build_info().get("USE_CUDA"):
         return False
     return any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl")) or shutil.which("nvidia-smi") is not None
@@ -88,6 +92,8 @@ def feature_array(frame: pl.DataFrame) -> np.ndarray:
 
 def load_matrix(frame: pl.DataFrame, feature_types: list[str]) -> xgb.DMatrix:
     """A DMatrix from a features-stage frame (feature columns plus the label)."""
+    import xgboost as xgb
+
     return xgb.DMatrix(
         feature_array(frame),
         label=frame.get_column(LABEL).to_numpy(),
@@ -105,6 +111,8 @@ def training_matrix(
 
     A validation matrix passes the training one as `ref`, so both share its bin edges.
     """
+    import xgboost as xgb
+
     return xgb.QuantileDMatrix(
         feature_array(frame),
         label=frame.get_column(LABEL).to_numpy(),
@@ -125,4 +133,6 @@ def model_bytes(booster: xgb.Booster) -> bytes:
 
 def load_booster(data: bytes) -> xgb.Booster:
     """A booster from XGBoost's own model bytes (UBJSON or JSON; never pickle)."""
+    import xgboost as xgb
+
     return xgb.Booster(model_file=bytearray(data))

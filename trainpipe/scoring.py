@@ -7,11 +7,10 @@ plots, predict and reproduce all score through `load_version` and `raw_scores`.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import polars as pl
-import xgboost as xgb
 
 from trainpipe import storage
 from trainpipe.boosting import load_booster, load_matrix
@@ -19,6 +18,9 @@ from trainpipe.errors import DataError, RegistryError
 from trainpipe.registry import read_manifest, resolve_version, version_uri
 from trainpipe.spec import TaskType
 from trainpipe.transform import LABEL, apply_transform
+
+if TYPE_CHECKING:  # xgboost (and the scikit-learn it pulls in) loads only where a model is used
+    import xgboost as xgb
 
 
 def reorder_classes(pred: np.ndarray, task_type: TaskType, theirs: list[Any], ours: list[Any]) -> np.ndarray:

@@ -120,3 +120,16 @@ def test_a_run_that_does_not_tune_does_not_import_optuna():
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_importing_the_flow_and_the_cli_loads_neither_xgboost_nor_its_scientific_stack():
+    """xgboost pulls scikit-learn, scipy and pandas (about 2 s here), pandera pandas: only the stages that need them
+    load them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, flows.train, cli.main; "
+            "print(sorted(m for m in ('xgboost', 'sklearn', 'scipy', 'pandas', 'pandera') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
