@@ -367,3 +367,34 @@ def test_infer_task_unlearnable_type_is_an_error():
 def test_target_classes_sorted_without_nulls():
     assert target_classes(pl.Series(["b", None, "a", "b"])) == ["a", "b"]
     assert target_classes(pl.Series([2, 0, 1, 0])) == [0, 1, 2]
+
+
+def test_values_that_do_not_convert_are_counted_and_the_frame_keeps_the_contract_dtypes(contract):
+    checked, violations = check_frame(new_rows(income=["abc", "2.0", "x"]), contract, ENFORCE)
+    violation = next(v for v in violations if v["check"].startswith("coerce_dtype"))
+    assert violation["column"] == "income"
+    assert violation["failing_rows"] == 2
+    assert violation["example_rows"] == [0, 2]
+    assert violation["examples"] == ["abc", "x"]
+    # what goes on (warn mode trains on it) has the contract's type, the bad values missing
+    assert checked.schema["income"] == pl.Float64
+    assert checked.get_column("income").to_list() == [None, 2.0, None]
+
+
+def test_a_type_with_no_conversion_is_reported_as_a_wrong_dtype(contract):
+    _, violations = check_frame(new_rows(income=[[1.0], [2.0], [3.0]]), contract, ENFORCE)
+    assert any(v["column"] == "income" and "dtype" in v["check"] for v in violations)
+
+
+def test_wide_frames_are_checked_in_blocks_and_every_block_reports(write_snapshot):
+    from tasks.validate import SCHEMA_BLOCK_COLUMNS
+
+    width = 3 * SCHEMA_BLOCK_COLUMNS + 5
+    frame = pl.DataFrame({f"x{i}": [0.0, 1.0, 2.0, 3.0] for i in range(width)}).with_columns(
+        pl.Series("y", ["a", "b", "a", "b"]))
+    _, contract, _ = validate_snapshot(write_snapshot(frame), "fp", "y", None, [], [], None, ENFORCE, None)
+    broken = [0, SCHEMA_BLOCK_COLUMNS + 1, width - 1]  # first, second and last block
+    bad = frame.with_columns(pl.lit(100.0).alias(f"x{i}") for i in broken)
+    _, violations = check_frame(bad, contract, ENFORCE)
+    assert sorted(v["column"] for v in violations) == sorted(f"x{i}" for i in broken)
+    assert all(v["failing_rows"] == 4 for v in violations)
