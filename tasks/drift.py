@@ -101,10 +101,11 @@ def shift_label(value: float) -> str:
 def drift_report(reference: dict[str, Any], frame: pl.DataFrame, skip: list[str]) -> dict[str, Any]:
     """Per-column drift of `frame` against a reference data profile, largest shift first."""
     columns = {}
+    present = set(frame.columns)
     for name, ref in reference["columns"].items():
         if name in skip:
             continue
-        if name not in frame.columns:
+        if name not in present:
             columns[name] = {"missing_now": True}
             continue
         columns[name] = {**column_drift(ref, frame.get_column(name))}

@@ -54,8 +54,9 @@ def score_frame(
 def unseen_categories(frame: pl.DataFrame, transform: dict[str, Any]) -> dict[str, int]:
     """Per categorical column, how many rows hold a level the model never learned (scored as missing)."""
     counts = {}
+    present = set(frame.columns)
     for entry in transform["inputs"]:
-        if entry["kind"] == "categorical" and entry["name"] in frame.columns:
+        if entry["kind"] == "categorical" and entry["name"] in present:
             values = frame.get_column(entry["name"]).cast(pl.String)
             unseen = int((values.is_not_null() & ~values.is_in(entry["levels"])).sum())
             if unseen:

@@ -76,7 +76,8 @@ def complete_columns(frame: pl.DataFrame, transform: dict[str, Any], source: str
     """Add optional input columns the data lacks (as nulls); a missing required one is an error."""
     derived_names = {d["name"] for d in transform["derived"]}
     used = [e for e in transform["inputs"] if e["kind"] != "drop" and e["name"] not in derived_names]
-    missing = [e for e in used if e["name"] not in frame.columns]
+    present = set(frame.columns)
+    missing = [e for e in used if e["name"] not in present]
     required = [e["name"] for e in missing if e["required"]]
     if required:
         raise DataError(f"{source}: missing required column(s) {', '.join(required)}")
@@ -106,11 +107,12 @@ def apply_transform(frame: pl.DataFrame, transform: dict[str, Any], source: str 
     """The feature matrix of `frame`: the transform's columns, in its order, as Float64."""
     frame = complete_columns(frame, transform, source)
     frame = add_derived(frame, transform["derived"])
+    schema = frame.schema  # polars builds it on every access: once, not once per column
     exprs = [
         expr
         for entry in transform["inputs"]
         if entry["kind"] != "drop"
-        for expr in _feature_exprs(entry, frame.schema[entry["name"]])
+        for expr in _feature_exprs(entry, schema[entry["name"]])
     ]
     return frame.select(exprs).select(transform["features"])
 
