@@ -55,7 +55,8 @@ def fit_column(series: pl.Series, spec: FeatureSpec) -> dict[str, Any]:
             return {**entry, "kind": "drop",
                     "reason": f"{counts.height} distinct text values in {non_null} rows: an identifier or free text"}
         kept = counts.filter(pl.col("n") >= spec.min_category_count).get_column(name).head(spec.max_categories)
-        return {**entry, "kind": "categorical", "levels": kept.to_list(), "rare_levels": counts.height - kept.len()}
+        return {**entry, "kind": "categorical", "levels": kept.to_list(), "rare_levels": counts.height - kept.len(),
+                "native": kept.len() <= spec.native_category_levels}
     return {**entry, "kind": "drop", "reason": f"type {dtype} is not supported"}
 
 

@@ -117,6 +117,15 @@ class FeatureSpec(_Spec):
             "so the model learns where rare and new levels go."
         ),
     )
+    native_category_levels: int = Field(
+        default=64,
+        ge=0,
+        description=(
+            "Categorical columns with at most this many levels use XGBoost's categorical splits; columns with more "
+            "are given as their level's frequency rank (a number), because partition splits over many levels "
+            "overfit. 0: every categorical column as a rank."
+        ),
+    )
     numeric_threshold: float = Field(
         default=0.98,
         gt=0,

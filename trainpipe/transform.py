@@ -60,7 +60,9 @@ def feature_columns(inputs: list[dict[str, Any]]) -> tuple[list[str], list[str]]
                 types.append("q")
         elif entry["kind"] != "drop":
             names.append(entry["name"])
-            types.append("c" if entry["kind"] == "categorical" else "q")
+            # a categorical column beyond features.native_category_levels is its level's frequency rank
+            native = entry["kind"] == "categorical" and entry.get("native", True)
+            types.append("c" if native else "q")
     return names, types
 
 

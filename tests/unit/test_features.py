@@ -11,7 +11,7 @@ import pytest
 from tasks.features import fit_transform
 from trainpipe.errors import DataError, SpecError
 from trainpipe.spec import DerivedColumn, FeatureSpec
-from trainpipe.transform import LABEL, apply_transform, encode_target, matrix_frame
+from trainpipe.transform import LABEL, apply_transform, encode_target, feature_columns, matrix_frame
 
 # Hand-written rows are few: keep every level however rare (the default drops levels seen < 5 times).
 DEFAULT = FeatureSpec(min_category_count=1)
@@ -64,6 +64,21 @@ def test_max_categories_keeps_the_most_frequent_levels(train):
     assert entry(transform, "cat")["levels"] == ["a", "b"]
     out = apply_transform(train, transform)
     assert out.get_column("cat").to_list() == [0.0, 1.0, 0.0, None, 0.0, 1.0]
+
+
+def test_a_categorical_column_with_more_levels_than_native_category_levels_is_a_frequency_rank(train):
+    ranked = fit(train, FeatureSpec(min_category_count=1, native_category_levels=2))
+    assert ranked["feature_types"] == ["q", "q"]  # 3 levels > 2: an ordered number, not categorical splits
+    assert entry(ranked, "cat")["native"] is False
+    assert apply_transform(train, ranked).get_column("cat").to_list() == [0.0, 1.0, 0.0, 2.0, 0.0, 1.0]
+    native = fit(train, FeatureSpec(min_category_count=1, native_category_levels=3))
+    assert native["feature_types"] == ["q", "c"] and entry(native, "cat")["native"] is True
+
+
+def test_a_transform_written_before_native_levels_existed_keeps_categorical_splits(train):
+    transform = fit(train)
+    del entry(transform, "cat")["native"]
+    assert feature_columns(transform["inputs"])[1] == ["q", "c"]
 
 
 def test_ties_in_frequency_are_broken_by_name():
