@@ -161,6 +161,13 @@ def check_frame(
     return typed, missing + violations
 
 
+def nan_as_missing(frame: pl.DataFrame) -> pl.DataFrame:
+    """Float NaN as null: a missing value, as XGBoost reads it (Parquet and NumPy writers use NaN for missing),
+    so the contract counts it as missing rather than as a value outside every range."""
+    floats = [name for name, dtype in frame.schema.items() if dtype.is_float()]
+    return frame.with_columns(pl.col(floats).fill_nan(None)) if floats else frame
+
+
 def require_columns(frame: pl.DataFrame, columns: dict[str, list[str]], source: str) -> None:
     """Fail with one message naming every column the spec names but the data lacks."""
     missing = [f"{role} {name!r}" for role, names in columns.items() for name in names if name not in frame.columns]
@@ -193,7 +200,7 @@ def validate_snapshot(
         {"target": [target], "id column": id_columns, "time column": [time_column] if time_column else []},
         source=source,
     )
-    frame = frame.drop([c for c in drop_columns if c in frame.columns])
+    frame = nan_as_missing(frame.drop([c for c in drop_columns if c in frame.columns]))
     null_target = int(frame.get_column(target).null_count())
     frame = frame.filter(pl.col(target).is_not_null())
     if frame.height == 0:

@@ -220,8 +220,11 @@ class SearchRange(_Spec):
 
 class TuningSpec(_Spec):
     trials: int = Field(default=0, ge=0, description="Optuna trials. 0 trains once with the parameters above.")
+    # Defaults chosen from measurements (README "Tuning"): on 2 cores two 1-thread trials beat one 2-thread
+    # trial, the percentile pruner stops more hopeless trials than the median one for the same holdout, and
+    # trials on a 150k-row sample tune the 336k-row flights data in 0.38 of a plain loop's time, 1.7 % better.
     parallelism: int = Field(
-        default=1, ge=1, le=64,
+        default=2, ge=1, le=64,
         description="Trials run at once; the machine's cores are split between them. The same seed, data, spec "
                     "and parallelism give the same trials.",
     )
@@ -230,7 +233,7 @@ class TuningSpec(_Spec):
         description="Wall-clock budget for tuning: when it is spent, tuning ends with the best trial so far.",
     )
     pruner: Literal["median", "percentile", "successive_halving", "none"] = Field(
-        default="median",
+        default="percentile",
         description=(
             "How hopeless trials are stopped early from their per-round validation scores. median: stop a trial "
             "worse than half of the finished ones at the same round; percentile: worse than the best quarter; "
@@ -238,7 +241,7 @@ class TuningSpec(_Spec):
         ),
     )
     trial_rows: Optional[int] = Field(
-        default=None, ge=100,
+        default=150_000, ge=100,
         description=(
             "Train each trial on a seeded random sample of at most this many training rows (validation scores "
             "use every validation row); the final model is refit on all rows. Empty: every row. Speeds up tuning "

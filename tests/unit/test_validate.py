@@ -398,3 +398,11 @@ def test_wide_frames_are_checked_in_blocks_and_every_block_reports(write_snapsho
     _, violations = check_frame(bad, contract, ENFORCE)
     assert sorted(v["column"] for v in violations) == sorted(f"x{i}" for i in broken)
     assert all(v["failing_rows"] == 4 for v in violations)
+
+
+def test_nan_in_a_float_column_counts_as_missing(write_snapshot):
+    frame = pl.DataFrame({"x": [1.0, float("nan"), 3.0, 4.0, 5.0, 6.0], "y": ["a", "b"] * 3})
+    checked, contract, report = validate_snapshot(write_snapshot(frame), "fp", "y", None, [], [], None, ENFORCE, None)
+    assert report["violations"] == []
+    assert contract["columns"]["x"]["nullable"] is True
+    assert checked.get_column("x").null_count() == 1 and checked.get_column("x").is_nan().sum() == 0
