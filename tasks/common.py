@@ -125,8 +125,11 @@ def stored_stage_result(folder: str, kind: type[R]) -> Optional[R]:
     return kind.model_validate({**storage.read_json(marker), "seconds": 0.0, "from_store": True})
 
 
-def cached_stage(stage: str, kind: type[StageResult], *, io_retries: bool = False) -> Callable[[Callable[..., Any]], Any]:
-    """The @task decorator of a cached stage: content-keyed cache, persisted result, optional I/O retries.
+def cached_stage(stage: str, kind: type[StageResult], *, io_retries: bool = True) -> Callable[[Callable[..., Any]], Any]:
+    """The @task decorator of a cached stage: content-keyed cache, persisted result, retries of transient I/O.
+
+    Every cached stage reads and writes the store, so each retries transient failures (`is_transient`);
+    a retry is safe because the stage rewrites the same content-addressed files and its marker comes last.
 
     Besides Prefect's own cache, a stage whose folder in the artifact store is already
     complete returns what that folder recorded instead of redoing the work: a fresh

@@ -112,3 +112,25 @@ def test_stage_dir_layout():
 def test_content_fingerprint_is_order_sensitive_and_stable():
     assert content_fingerprint("a", 1) == content_fingerprint("a", 1)
     assert content_fingerprint("a", 1) != content_fingerprint(1, "a")
+
+
+def test_every_stage_that_touches_the_store_retries_transient_errors_only():
+    from tasks.common import TRANSIENT_RETRIES, retry_transient
+    from tasks.drift import drift_task
+    from tasks.evaluate import evaluate_task
+    from tasks.features import features_task
+    from tasks.gate import gate_task
+    from tasks.ingest import fingerprint_task, ingest_task
+    from tasks.plots import plots_task
+    from tasks.promote import promote_task
+    from tasks.split import split_task
+    from tasks.store import find_stored_task, store_task
+    from tasks.train import train_task
+    from tasks.validate import contract_ref_task, validate_task
+
+    stages = [fingerprint_task, ingest_task, contract_ref_task, validate_task, split_task, features_task, train_task,
+              find_stored_task, evaluate_task, gate_task, drift_task, plots_task, store_task]
+    for stage in stages:
+        assert stage.retries == TRANSIENT_RETRIES["retries"], stage.name
+        assert stage.retry_condition_fn is retry_transient, stage.name
+    assert promote_task.retries == 0  # its verdict record must not be written twice
