@@ -23,11 +23,12 @@ from fsspec.implementations.local import LocalFileSystem
 
 from trainpipe.errors import StorageError
 
-# Bounded S3 retries (README "Failure behaviour"): botocore's standard mode tries each request up to
-# 3 times, retrying connection errors, throttling (SlowDown, 429) and 5xx with jittered exponential
-# backoff; s3fs adds up to 2 tries of a call whose response body broke off. Connect and read
-# timeouts keep a silent endpoint from hanging a stage. The stage's own retries come on top.
-S3_CLIENT_CONFIG: dict[str, Any] = {"retries": {"max_attempts": 3, "mode": "standard"},
+# Bounded S3 retries (README "Failure behaviour"): botocore's standard mode sends each request up to
+# 3 times (max_attempts counts the retries), retrying connection errors, throttling (SlowDown, 429)
+# and 5xx after a random 0-1 s, then 0-2 s; s3fs makes up to 2 tries of a call whose response body
+# broke off (or that was throttled). Connect and read timeouts keep a silent endpoint from hanging a
+# stage. The stage's own retries (tasks/common.py) come on top.
+S3_CLIENT_CONFIG: dict[str, Any] = {"retries": {"max_attempts": 2, "mode": "standard"},
                                     "connect_timeout": 5, "read_timeout": 30}
 S3FS_RETRIES = 2
 

@@ -80,7 +80,7 @@ def test_store_errors_name_the_uri_and_endpoint(monkeypatch):
 def test_s3_client_retries_are_bounded_unless_configured(monkeypatch):
     monkeypatch.delenv("TRAINPIPE_STORAGE_OPTIONS", raising=False)
     options = storage.storage_options("s3://b/k")
-    assert options["config_kwargs"]["retries"] == {"max_attempts": 3, "mode": "standard"}
+    assert options["config_kwargs"]["retries"] == {"max_attempts": 2, "mode": "standard"}
     monkeypatch.setenv("TRAINPIPE_STORAGE_OPTIONS", '{"config_kwargs": {"retries": {"max_attempts": 9}}}')
     options = storage.storage_options("s3://b/k")
     assert options["config_kwargs"]["retries"] == {"max_attempts": 9}
