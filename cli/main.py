@@ -3,7 +3,8 @@ infra setup, notify.
 
 Exit codes: 0 success, 1 unexpected failure, 2 bad spec or option, 3 unreadable or
 unsuitable data, 4 data-contract violation, 5 missing model or version, 6 tuning
-produced no usable trial, 7 audit log does not verify or a version was not reproduced.
+produced no usable trial, 7 audit log does not verify or a version was not reproduced, 8 the data or
+artifact store cannot be reached (after retries) or refuses access.
 """
 
 from __future__ import annotations
@@ -37,9 +38,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except PermissionError as error:
         print(f"trainpipe: error: no permission: {error.filename or error}", file=sys.stderr)
         return 1
+    except Exception as error:
+        failure = _store_failure(error)
+        if failure is None:
+            raise
+        print(f"trainpipe: error: {failure}", file=sys.stderr)
+        return failure.exit_code
     except KeyboardInterrupt:
         print("trainpipe: interrupted", file=sys.stderr)
         return 130
+
+
+def _store_failure(error: BaseException) -> Optional[TrainpipeError]:
+    """A store failure that reached the CLI untranslated (no URI known), as one line; None for anything else."""
+    from trainpipe import storage
+    from trainpipe.errors import StorageError
+
+    kind = storage.classify_error(error)
+    if kind not in ("transient", "denied", "credentials"):
+        return None
+    what = "no permission" if kind == "denied" else "no credentials" if kind == "credentials" else "storage unavailable"
+    return StorageError(f"{what}: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
 
 
 if __name__ == "__main__":

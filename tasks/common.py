@@ -12,7 +12,7 @@ from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
 from trainpipe import storage
-from trainpipe.errors import TrainpipeError
+from trainpipe.errors import StorageError, TrainpipeError
 from trainpipe.provenance import stage_key
 from trainpipe.results import StageResult
 
@@ -86,9 +86,15 @@ def finish_stage(folder: str, kind: type[R], meta: dict[str, Any], started: floa
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Network, object-store and timeout errors; not missing files or bad data."""
+    """Network, object-store and timeout errors (connection trouble, throttling, 5xx); not missing files,
+    refused access or bad data."""
+    if isinstance(exc, StorageError):
+        return exc.transient
     if isinstance(exc, TrainpipeError):
         return False
+    kind = storage.classify_error(exc)  # botocore's and aiohttp's connection errors are no OSErrors
+    if kind is not None:
+        return kind == "transient"
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False
     return isinstance(exc, (OSError, ConnectionError, TimeoutError))
@@ -119,8 +125,11 @@ def stored_stage_result(folder: str, kind: type[R]) -> Optional[R]:
     return kind.model_validate({**storage.read_json(marker), "seconds": 0.0, "from_store": True})
 
 
-def cached_stage(stage: str, kind: type[StageResult], *, io_retries: bool = False) -> Callable[[Callable[..., Any]], Any]:
-    """The @task decorator of a cached stage: content-keyed cache, persisted result, optional I/O retries.
+def cached_stage(stage: str, kind: type[StageResult], *, io_retries: bool = True) -> Callable[[Callable[..., Any]], Any]:
+    """The @task decorator of a cached stage: content-keyed cache, persisted result, retries of transient I/O.
+
+    Every cached stage reads and writes the store, so each retries transient failures (`is_transient`);
+    a retry is safe because the stage rewrites the same content-addressed files and its marker comes last.
 
     Besides Prefect's own cache, a stage whose folder in the artifact store is already
     complete returns what that folder recorded instead of redoing the work: a fresh

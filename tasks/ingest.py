@@ -38,7 +38,7 @@ def fingerprint_task(data: DataSpec) -> Sources:
     return Sources(files=files, fingerprint=sources_fingerprint(files))
 
 
-@cached_stage("ingest", Snapshot, io_retries=True)
+@cached_stage("ingest", Snapshot)
 def ingest_task(sources: Sources, data: DataSpec, artifacts: str) -> Snapshot:
     started = time.perf_counter()
     folder = current_stage_dir("ingest")

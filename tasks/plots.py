@@ -8,6 +8,7 @@ from typing import Any, Optional
 import numpy as np
 from prefect import task
 
+from tasks.common import TRANSIENT_RETRIES
 from trainpipe.results import Evaluation
 from trainpipe.scoring import read_holdout
 from trainpipe.spec import TaskType
@@ -82,7 +83,7 @@ def plot_data(task_type: str, labels: np.ndarray, pred: np.ndarray, classes: Opt
 
 
 
-@task(name="plots")
+@task(name="plots", **TRANSIENT_RETRIES)
 def plots_task(evaluation: Evaluation, task_type: TaskType, classes: Optional[list[Any]]) -> dict[str, Any]:
     """Curve points of the new model's holdout scores (made once, by evaluate), for the card."""
     labels, pred, _ = read_holdout(evaluation.holdout_uri)

@@ -49,3 +49,17 @@ class IntegrityError(TrainpipeError):
     """The audit trail does not verify, or a version could not be reproduced."""
 
     exit_code = 7
+
+
+class StorageError(TrainpipeError):
+    """The data or artifact store cannot be reached, keeps failing, or refuses access.
+
+    `transient` says whether trying again may help (connection trouble, throttling, 5xx);
+    stages retry those, and the CLI reports the last one once retries are spent.
+    """
+
+    exit_code = 8
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient

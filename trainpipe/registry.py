@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -128,7 +129,9 @@ def publish_version(
     """Claim the next version number, write the files and manifest, commit, then log the publication;
     returns (version, uri). `render_card`/`render_extra` make files from the full manifest (the card)."""
     version = (claimed_versions(artifacts, name) or [0])[-1] + 1
-    claim = storage.dumps_json({"claimed_at": now_iso(), "flow_run_id": manifest.get("prefect", {}).get("flow_run_id")})
+    # The nonce makes every claim's bytes unique: create_only tells a retried PUT of its own claim from a rival's.
+    claim = storage.dumps_json({"claimed_at": now_iso(), "flow_run_id": manifest.get("prefect", {}).get("flow_run_id"),
+                                "nonce": uuid.uuid4().hex})
     while not storage.create_only(storage.join(version_uri(artifacts, name, version), CLAIM), claim):
         version += 1
     folder = version_uri(artifacts, name, version)

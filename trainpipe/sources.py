@@ -5,9 +5,11 @@ Used by ingest, predict, watch and reproduce alike.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
@@ -45,6 +47,11 @@ def _full_uri(fs: Any, path: str) -> str:
 
 def list_source_files(uri: str) -> list[dict[str, Any]]:
     """The files one data URI names (file, glob or folder), with size and a content tag, sorted by URI."""
+    with storage.guarded(uri):
+        return _list_source_files(uri)
+
+
+def _list_source_files(uri: str) -> list[dict[str, Any]]:
     fs, path = storage.get_fs(uri)
     fs.invalidate_cache()
     if GLOB_CHARS & set(path):
@@ -78,7 +85,8 @@ def location_reachable(uri: str) -> bool:
     fs, path = storage.get_fs(uri)
     path = path.rstrip("/")
     if not isinstance(fs, LocalFileSystem):
-        return bool(fs.exists(path.split("/", 1)[0]))
+        with storage.guarded(uri):
+            return bool(fs.exists(path.split("/", 1)[0]))
     parent = path.rsplit("/", 1)[0] if "/" in path else "."
     while GLOB_CHARS & set(parent):
         parent = parent.rsplit("/", 1)[0] if "/" in parent else "."
@@ -108,7 +116,7 @@ def read_file(file: dict[str, Any], data: DataSpec) -> pl.DataFrame:
     uri, fmt = file["uri"], file["format"]
     fs, path = storage.get_fs(uri)
     try:
-        with fs.open(path, "rb", compression="infer") as handle:
+        with _opened(fs, path, uri) as handle:
             if fmt == "csv":
                 return pl.read_csv(
                     handle,
@@ -126,6 +134,19 @@ def read_file(file: dict[str, Any], data: DataSpec) -> pl.DataFrame:
     except (pl.exceptions.PolarsError, UnicodeDecodeError, ValueError) as error:
         raise _read_error(file, error) from None
 
+
+
+@contextlib.contextmanager
+def _opened(fs: Any, path: str, uri: str) -> Iterator[Any]:
+    """A local file as a stream; a remote one read whole first (s3fs retries a broken-off body), so a
+    store failure surfaces as one (a StorageError naming the URI), never as a parse error."""
+    if isinstance(fs, LocalFileSystem):
+        with fs.open(path, "rb", compression="infer") as handle:
+            yield handle
+        return
+    with storage.guarded(uri), fs.open(path, "rb", compression="infer") as handle:
+        content = handle.read()
+    yield io.BytesIO(content)
 
 
 def _read_error(file: dict[str, Any], error: BaseException) -> DataError:

@@ -7,18 +7,30 @@ allocation: it fails if the object already exists (O_EXCL locally, If-None-Match
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import math
 import os
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Optional
 
 import fsspec
 import polars as pl
 from fsspec.implementations.local import LocalFileSystem
 
+from trainpipe.errors import StorageError
+
+# Bounded S3 retries (README "Failure behaviour"): botocore's standard mode sends each request up to
+# 3 times (max_attempts counts the retries), retrying connection errors, throttling (SlowDown, 429)
+# and 5xx after a random 0-1 s, then 0-2 s; s3fs makes up to 2 tries of a call whose response body
+# broke off (or that was throttled). Connect and read timeouts keep a silent endpoint from hanging a
+# stage. The stage's own retries (tasks/common.py) come on top.
+S3_CLIENT_CONFIG: dict[str, Any] = {"retries": {"max_attempts": 2, "mode": "standard"},
+                                    "connect_timeout": 5, "read_timeout": 30}
+S3FS_RETRIES = 2
 
 def storage_options(uri: str) -> dict[str, Any]:
     """Options for the filesystem of `uri`, from the environment (never from a spec file).
@@ -32,13 +44,112 @@ def storage_options(uri: str) -> dict[str, Any]:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint and "endpoint_url" not in options:
             options["endpoint_url"] = endpoint
+        options["config_kwargs"] = {**S3_CLIENT_CONFIG, **options.get("config_kwargs", {})}
     return options
 
 
 def get_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem holding `uri` and the path within it."""
     fs, path = fsspec.core.url_to_fs(uri, **storage_options(uri))
+    if fs.protocol and "s3" in fs.protocol:
+        fs.retries = S3FS_RETRIES  # s3fs takes its own retry count only as an attribute (default 5)
     return fs, path
+
+
+# --- store failures: transient or not, and a message naming the URI --------------------------------
+
+TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests",
+                   "RequestTimeout", "InternalError", "ServiceUnavailable", "BadGateway", "GatewayTimeout",
+                   "500", "502", "503", "504"}
+DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidAccessKeyId",
+                "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "403"}
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and its causes (s3fs turns botocore's errors into OSErrors with the original as cause)."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection-level failure types of botocore and aiohttp (imported only when S3 is in use)."""
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    with contextlib.suppress(ImportError):
+        from botocore import exceptions as boto
+
+        found += [boto.ConnectionError, boto.HTTPClientError, boto.IncompleteReadError]
+    with contextlib.suppress(ImportError):
+        import aiohttp
+
+        found += [aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError]
+    return tuple(found)
+
+
+def classify_error(exc: BaseException) -> Optional[str]:
+    """'transient' (connection trouble, throttling, 5xx), 'denied' (no permission or bad credentials),
+    'credentials' (none found), or None for anything else (missing keys, bad data, bugs)."""
+    for error in _chain(exc):
+        response = getattr(error, "response", None)
+        if isinstance(response, dict) and "Error" in response:
+            code = str(response["Error"].get("Code", ""))
+            status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code in TRANSIENT_CODES or status >= 500 or status == 429:
+                return "transient"
+            if code in DENIED_CODES or status == 403:
+                return "denied"
+            return None
+        if type(error).__name__ == "NoCredentialsError":
+            return "credentials"
+        if isinstance(error, _transport_errors()):
+            return "transient"
+    return "denied" if isinstance(exc, PermissionError) else None
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def _endpoint(uri: str) -> str:
+    return str(storage_options(uri).get("endpoint_url") or "the provider's default endpoint")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def store_error(exc: BaseException, uri: str) -> Optional[StorageError]:
+    """A StorageError naming `uri` and its endpoint for a store failure; None for anything else."""
+    if isinstance(exc, StorageError) or not _is_remote(uri):
+        return None
+    kind = classify_error(exc)
+    if kind == "transient":
+        return StorageError(f"storage unavailable for {uri} (endpoint {_endpoint(uri)}): {_reason(exc)}",
+                            transient=True)
+    if kind == "denied":
+        bucket = uri.split("://", 1)[1].split("/", 1)[0]
+        return StorageError(f"no permission for {uri}: the credentials in use may not access bucket {bucket!r} "
+                            f"(endpoint {_endpoint(uri)}): {_reason(exc)}")
+    if kind == "credentials":
+        return StorageError(f"no credentials for {uri} (endpoint {_endpoint(uri)}): set AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY, a profile, or an instance role")
+    return None
+
+
+@contextlib.contextmanager
+def guarded(uri: str) -> Iterator[None]:
+    """Turn store failures inside the block into a StorageError naming `uri`; other errors pass unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        error = store_error(exc, uri)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def join(uri: str, *parts: str) -> str:
@@ -60,12 +171,14 @@ def normalize_root(uri: str) -> str:
 def exists(uri: str) -> bool:
     fs, path = get_fs(uri)
     fs.invalidate_cache(path)
-    return fs.exists(path)
+    with guarded(uri):
+        return fs.exists(path)
 
 
 def read_bytes(uri: str) -> bytes:
     fs, path = get_fs(uri)
-    return fs.cat_file(path)
+    with guarded(uri):
+        return fs.cat_file(path)
 
 
 def write_bytes(uri: str, data: bytes) -> str:
@@ -80,7 +193,8 @@ def write_bytes(uri: str, data: bytes) -> str:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     else:
-        fs.pipe_file(path, data)
+        with guarded(uri):
+            fs.pipe_file(path, data)
     return sha256_bytes(data)
 
 
@@ -104,9 +218,13 @@ def create_only(uri: str, data: bytes) -> bool:
             os.unlink(tmp)
         return True
     try:
-        fs.pipe_file(path, data, mode="create")
+        with guarded(uri):
+            fs.pipe_file(path, data, mode="create")
     except FileExistsError:
-        return False
+        # A retried PUT whose first attempt landed but whose answer was lost meets its own object:
+        # the same bytes there mean this writer created it (callers put a unique nonce or timestamp in).
+        with guarded(uri):
+            return bool(fs.cat_file(path) == data)
     return True
 
 
@@ -143,8 +261,8 @@ def read_parquet(uri: str) -> pl.DataFrame:
     fs, path = get_fs(uri)
     if isinstance(fs, LocalFileSystem):
         return pl.read_parquet(path)
-    with fs.open(path, "rb") as handle:
-        return pl.read_parquet(handle)
+    # Read whole (s3fs retries a broken-off body), then parsed: a store failure never looks like bad data.
+    return pl.read_parquet(io.BytesIO(read_bytes(uri)))
 
 
 def list_dir(uri: str) -> list[str]:
@@ -152,7 +270,8 @@ def list_dir(uri: str) -> list[str]:
     fs, path = get_fs(uri)
     fs.invalidate_cache(path)
     try:
-        entries = fs.ls(path, detail=False)
+        with guarded(uri):
+            entries = fs.ls(path, detail=False)
     except FileNotFoundError:
         return []
     return sorted(os.path.basename(entry.rstrip("/")) for entry in entries)
@@ -166,7 +285,7 @@ def sha256_uri(uri: str, chunk: int = 1 << 22) -> str:
     """Hash an object's bytes in chunks."""
     fs, path = get_fs(uri)
     digest = hashlib.sha256()
-    with fs.open(path, "rb") as handle:
+    with guarded(uri), fs.open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tasks.common import content_fingerprint, is_transient, stage_dir
-from trainpipe.errors import ContractViolation, DataError, SpecError
+from trainpipe import storage
+from trainpipe.errors import ContractViolation, DataError, SpecError, StorageError
 from trainpipe.provenance import canonical, stage_key
 from trainpipe.spec import SplitSpec
 
@@ -27,6 +28,63 @@ from trainpipe.spec import SplitSpec
 )
 def test_is_transient(error, transient):
     assert is_transient(error) is transient
+
+
+def _client_error(code: str, status: int) -> BaseException:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "PutObject")
+
+
+def _translated(code: str, status: int) -> BaseException:
+    """What s3fs raises for a ClientError: an OSError with the botocore error as its cause."""
+    from s3fs.errors import translate_boto_error
+
+    return translate_boto_error(_client_error(code, status))
+
+
+@pytest.mark.parametrize(
+    ("make", "transient"),
+    [
+        (lambda: __import__("botocore.exceptions").exceptions.EndpointConnectionError(endpoint_url="http://x"), True),
+        (lambda: __import__("botocore.exceptions").exceptions.ConnectionClosedError(endpoint_url="http://x"), True),
+        (lambda: __import__("aiohttp").ServerDisconnectedError(), True),
+        (lambda: __import__("aiohttp").ClientPayloadError("body cut short"), True),
+        (lambda: _client_error("SlowDown", 503), True),
+        (lambda: _translated("SlowDown", 503), True),
+        (lambda: _translated("InternalError", 500), True),
+        (lambda: _client_error("Throttling", 400), True),
+        (lambda: _translated("AccessDenied", 403), False),
+        (lambda: _translated("NoSuchKey", 404), False),
+        (lambda: StorageError("s3://b/k unreachable", transient=True), True),
+        (lambda: StorageError("no permission on s3://b/k"), False),
+    ],
+)
+def test_store_errors_are_classified(make, transient):
+    assert is_transient(make()) is transient
+
+
+def test_store_errors_name_the_uri_and_endpoint(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    denied = storage.store_error(_translated("AccessDenied", 403), "s3://locked/raw/a.csv")
+    assert denied is not None and not denied.transient
+    assert "s3://locked/raw/a.csv" in str(denied) and "'locked'" in str(denied) and "127.0.0.1:9" in str(denied)
+    assert "permission" in str(denied)
+    flaky = storage.store_error(_client_error("SlowDown", 503), "s3://b/k")
+    assert flaky is not None and flaky.transient and "s3://b/k" in str(flaky)
+    assert storage.store_error(_translated("NoSuchKey", 404), "s3://b/k") is None
+    assert storage.store_error(ConnectionResetError("reset"), "/local/file") is None  # local errors stay as they are
+
+
+def test_s3_client_retries_are_bounded_unless_configured(monkeypatch):
+    monkeypatch.delenv("TRAINPIPE_STORAGE_OPTIONS", raising=False)
+    options = storage.storage_options("s3://b/k")
+    assert options["config_kwargs"]["retries"] == {"max_attempts": 2, "mode": "standard"}
+    monkeypatch.setenv("TRAINPIPE_STORAGE_OPTIONS", '{"config_kwargs": {"retries": {"max_attempts": 9}}}')
+    options = storage.storage_options("s3://b/k")
+    assert options["config_kwargs"]["retries"] == {"max_attempts": 9}
+    assert options["config_kwargs"]["connect_timeout"] == 5
 
 
 def test_canonical_reduces_stage_outputs_to_their_fingerprint():
@@ -54,3 +112,25 @@ def test_stage_dir_layout():
 def test_content_fingerprint_is_order_sensitive_and_stable():
     assert content_fingerprint("a", 1) == content_fingerprint("a", 1)
     assert content_fingerprint("a", 1) != content_fingerprint(1, "a")
+
+
+def test_every_stage_that_touches_the_store_retries_transient_errors_only():
+    from tasks.common import TRANSIENT_RETRIES, retry_transient
+    from tasks.drift import drift_task
+    from tasks.evaluate import evaluate_task
+    from tasks.features import features_task
+    from tasks.gate import gate_task
+    from tasks.ingest import fingerprint_task, ingest_task
+    from tasks.plots import plots_task
+    from tasks.promote import promote_task
+    from tasks.split import split_task
+    from tasks.store import find_stored_task, store_task
+    from tasks.train import train_task
+    from tasks.validate import contract_ref_task, validate_task
+
+    stages = [fingerprint_task, ingest_task, contract_ref_task, validate_task, split_task, features_task, train_task,
+              find_stored_task, evaluate_task, gate_task, drift_task, plots_task, store_task]
+    for stage in stages:
+        assert stage.retries == TRANSIENT_RETRIES["retries"], stage.name
+        assert stage.retry_condition_fn is retry_transient, stage.name
+    assert promote_task.retries == 0  # its verdict record must not be written twice
