@@ -30,16 +30,19 @@ OTHER = "__other__"
 
 
 def _is_numeric(dtype: pl.DataType) -> bool:
-    return dtype.is_numeric() and dtype != pl.Boolean
+    """Numbers, dates and times are binned by value (a date's many levels made a noisy categorical PSI)."""
+    return (dtype.is_numeric() and dtype != pl.Boolean) or dtype.is_temporal()
 
 
-def column_profile(series: pl.Series) -> dict[str, Any]:
+def column_profile(series: pl.Series, kind: Optional[str] = None) -> dict[str, Any]:
+    """Null rate and value shares; `kind` forces categorical shares (a champion profiled before dates were
+    binned by value)."""
     n = series.len()
     nulls = series.null_count()
     profile: dict[str, Any] = {"rows": n, "null_rate": nulls / n if n else 0.0}
     values = series.drop_nulls()
-    if _is_numeric(series.dtype):
-        numbers = values.cast(pl.Float64).to_numpy()
+    if _is_numeric(series.dtype) and kind != "categorical":
+        numbers = values.to_physical().cast(pl.Float64).to_numpy()
         numbers = numbers[np.isfinite(numbers)]
         edges = np.unique(np.quantile(numbers, np.linspace(0, 1, BINS + 1)[1:-1])) if len(numbers) else []
         profile.update(kind="numeric", edges=[float(e) for e in edges],
@@ -64,10 +67,21 @@ def bin_shares(numbers: np.ndarray, edges: list[float]) -> list[float]:
     return [float(c) / len(numbers) for c in counts]
 
 
+# Profiles and drift are computed on a seeded sample of at most this many rows: shares of 10 bins and of the
+# top levels are then within about 0.003 of the full data's (binomial standard error at 200k), while sorting and
+# binning every value of every column was most of the drift stage at 1M rows (1.3 s of 1.6 s).
+PROFILE_ROWS = 200_000
+
+
+def profile_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.sample(n=PROFILE_ROWS, seed=0) if frame.height > PROFILE_ROWS else frame
+
+
 def data_profile(frame: pl.DataFrame, skip: list[str]) -> dict[str, Any]:
-    """Profile of every column but those in `skip` (the target, ids)."""
-    return {"rows": frame.height,
-            "columns": {c: column_profile(frame.get_column(c)) for c in frame.columns if c not in skip}}
+    """Profile of every column but those in `skip` (the target, ids); `rows` counts the whole frame."""
+    sample = profile_rows(frame)
+    return {"rows": frame.height, "profiled_rows": sample.height,
+            "columns": {c: column_profile(sample.get_column(c)) for c in frame.columns if c not in skip}}
 
 
 def psi(expected: list[float], actual: list[float]) -> float:
@@ -79,11 +93,13 @@ def psi(expected: list[float], actual: list[float]) -> float:
 
 def column_drift(reference: dict[str, Any], series: pl.Series) -> dict[str, Any]:
     """PSI, null-rate change and category changes of `series` against a reference column profile."""
-    current = column_profile(series)
+    current = column_profile(series, reference["kind"])
     out: dict[str, Any] = {"null_rate_before": reference["null_rate"], "null_rate_now": current["null_rate"],
                            "null_rate_change": current["null_rate"] - reference["null_rate"]}
     if reference["kind"] == "numeric":
-        numbers = series.drop_nulls().cast(pl.Float64, strict=False).drop_nulls().to_numpy()
+        values = series.drop_nulls()
+        numbers = (values.to_physical() if values.dtype.is_temporal() else values).cast(
+            pl.Float64, strict=False).drop_nulls().to_numpy()
         out["psi"] = psi(reference["shares"], bin_shares(numbers, reference["edges"]))
         return out
     before, now = reference["shares"], current.get("shares", {})
@@ -102,6 +118,7 @@ def drift_report(reference: dict[str, Any], frame: pl.DataFrame, skip: list[str]
     """Per-column drift of `frame` against a reference data profile, largest shift first."""
     columns = {}
     present = set(frame.columns)
+    rows, frame = frame.height, profile_rows(frame)
     for name, ref in reference["columns"].items():
         if name in skip:
             continue
@@ -112,7 +129,7 @@ def drift_report(reference: dict[str, Any], frame: pl.DataFrame, skip: list[str]
         columns[name]["shift"] = shift_label(columns[name]["psi"])
     added = [c for c in frame.columns if c not in reference["columns"] and c not in skip]
     ranked = dict(sorted(columns.items(), key=lambda kv: -kv[1].get("psi", float("inf"))))
-    return {"rows_before": reference["rows"], "rows_now": frame.height, "columns": ranked, "new_columns": added,
+    return {"rows_before": reference["rows"], "rows_now": rows, "columns": ranked, "new_columns": added,
             "large_shifts": [c for c, d in ranked.items() if d.get("shift") == "large" or d.get("missing_now")]}
 
 

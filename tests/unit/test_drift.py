@@ -46,3 +46,34 @@ def test_categories_nulls_and_columns():
     assert report["new_columns"] == ["extra"]
     gone = drift_report(reference, now.drop("c"), skip=["y"])
     assert gone["columns"]["c"] == {"missing_now": True} and "c" in gone["large_shifts"]
+
+
+def test_dates_are_binned_by_value_and_random_halves_do_not_drift():
+    import datetime as dt
+
+    import numpy as np
+
+    from tasks.drift import PROFILE_ROWS, data_profile, drift_report
+
+    rng = np.random.default_rng(1)
+    days = [dt.date(2020, 1, 1) + dt.timedelta(days=int(d)) for d in rng.integers(0, 1500, size=2 * PROFILE_ROWS + 10)]
+    frame = pl.DataFrame({"day": days, "x": rng.normal(size=len(days))})
+    first, second = frame.head(PROFILE_ROWS + 5), frame.tail(PROFILE_ROWS + 5)
+    profile = data_profile(first, [])
+    assert profile["columns"]["day"]["kind"] == "numeric"
+    assert profile["rows"] == PROFILE_ROWS + 5 and profile["profiled_rows"] == PROFILE_ROWS
+    report = drift_report(profile, second, [])
+    assert report["rows_now"] == PROFILE_ROWS + 5
+    assert all(c["psi"] < 0.01 for c in report["columns"].values()), report["columns"]
+
+
+def test_a_champion_profile_with_dates_as_categories_still_compares():
+    import datetime as dt
+
+    from tasks.drift import column_drift, column_profile
+
+    old = pl.Series("day", [dt.date(2024, 1, d) for d in (1, 1, 2, 3)])
+    reference = column_profile(old.cast(pl.String))  # how a date column was profiled before
+    assert reference["kind"] == "categorical"
+    drift = column_drift(reference, old)
+    assert drift["psi"] < 1.0 and "new_categories" in drift
