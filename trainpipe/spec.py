@@ -260,7 +260,8 @@ class TuningSpec(_Spec):
         description=(
             "Where trials are recorded. Empty: in memory (one process). 'journal': a journal file in the artifact "
             "store's local folder. Or an Optuna storage URL, e.g. postgresql://user@host/db, so several processes "
-            "share one study and a re-run resumes it."
+            "share one study and a re-run resumes it. A URL with a password: env:NAME, the name of an environment "
+            "variable that holds it on the workers (never the password itself: the spec is stored and shown)."
         ),
     )
     study_name: Optional[str] = Field(
@@ -271,8 +272,22 @@ class TuningSpec(_Spec):
     @field_validator("storage")
     @classmethod
     def _storage_kind(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and value != "journal" and "://" not in value:
-            raise ValueError(f"expected 'journal' or a storage URL such as postgresql://..., not {value!r}")
+        if value is None or value == "journal":
+            return value
+        if value.startswith("env:"):
+            if not value[4:].replace("_", "").isalnum():
+                raise ValueError(f"expected env:NAME with an environment variable's name, not {value!r}")
+            return value
+        if "://" not in value:
+            raise ValueError("expected 'journal', env:NAME or a storage URL such as postgresql://user@host/db, "
+                             f"not {value!r}")
+        from urllib.parse import urlsplit
+
+        if urlsplit(value).password is not None:
+            # The spec is a flow-run parameter (shown in the UI, sent to workers) and stored in every manifest.
+            raise ValueError("a password in the storage URL would be stored with every model and shown in Prefect; "
+                             "put the URL in an environment variable and write env:NAME (e.g. "
+                             "env:TRAINPIPE_OPTUNA_STORAGE), or leave the password to PGPASSWORD or ~/.pgpass")
         return value
 
 

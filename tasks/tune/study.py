@@ -58,11 +58,27 @@ def open_storage(tuning: TuningSpec, artifacts: str, study_name: str) -> tuple[A
         os.makedirs(os.path.dirname(path), exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(path)
         return optuna.storages.JournalStorage(backend), f"journal:{path}"
+    url, described = resolve_storage_url(tuning.storage)
     try:
-        return open_database(tuning.storage), redact_url(tuning.storage)
+        return open_database(url), described
     except Exception as error:  # noqa: BLE001 - driver and connection errors vary by database
-        raise TuningError(f"tuning.storage {redact_url(tuning.storage)}: cannot open it: "
-                          f"{type(error).__name__}: {redact_url(str(error))}") from None
+        raise TuningError(f"tuning.storage {described}: cannot open it: "
+                          f"{type(error).__name__}: {redact_url(str(error)).replace(url, described)}") from None
+
+
+def resolve_storage_url(storage_ref: str) -> tuple[str, str]:
+    """The database URL a spec's tuning.storage names (env:NAME is read from this worker's environment) and how
+    it may be shown: the reference, or the URL without its password."""
+    if not storage_ref.startswith("env:"):
+        return storage_ref, redact_url(storage_ref)
+    name = storage_ref[4:]
+    url = os.environ.get(name)
+    if not url:
+        raise TuningError(f"tuning.storage {storage_ref}: the environment variable {name} is not set on this worker")
+    if "://" not in url:
+        raise TuningError(f"tuning.storage {storage_ref}: {name} does not hold a storage URL such as "
+                          "postgresql://user:password@host/db")
+    return url, f"{storage_ref} ({redact_url(url)})"
 
 
 def open_database(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:

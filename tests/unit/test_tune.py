@@ -303,3 +303,32 @@ def test_sampler_models_parameters_jointly_and_reproducibly_after_startup():
     assert set(drawn) == set(space)
     assert sampler.sample_relative(late, trial, joint) == drawn                       # same seed, same draw
     assert TrialSeededSampler(seed=2, n_startup_trials=5).sample_relative(late, trial, joint) != drawn
+
+
+def test_storage_env_reference_is_read_from_the_environment_and_shown_without_password(monkeypatch):
+    from tasks.tune.study import resolve_storage_url
+    from trainpipe.errors import TuningError
+
+    monkeypatch.setenv("TP_UNIT_STORE", "postgresql://u:hunter2@db.example/x")
+    url, shown = resolve_storage_url("env:TP_UNIT_STORE")
+    assert url == "postgresql://u:hunter2@db.example/x"
+    assert "hunter2" not in shown and shown.startswith("env:TP_UNIT_STORE")
+    monkeypatch.delenv("TP_UNIT_STORE")
+    with pytest.raises(TuningError, match="TP_UNIT_STORE is not set"):
+        resolve_storage_url("env:TP_UNIT_STORE")
+
+
+@pytest.mark.parametrize("value, accepted", [
+    ("env:TRAINPIPE_OPTUNA_STORAGE", True), ("postgresql://user@host/db", True), ("journal", True),
+    ("postgresql://user:secret@host/db", False), ("env:not a name", False),
+])
+def test_tuning_storage_refuses_inline_passwords(value, accepted):
+    from pydantic import ValidationError
+
+    from trainpipe.spec import TuningSpec
+
+    if accepted:
+        assert TuningSpec(storage=value).storage == value
+    else:
+        with pytest.raises(ValidationError, match="env:"):
+            TuningSpec(storage=value)
