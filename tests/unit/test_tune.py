@@ -224,9 +224,10 @@ def test_journal_needs_a_local_artifact_store(tmp_path, matrices):
         TuningRun(spec, matrices, "binary", None)
 
 
-def test_unreachable_database_is_a_clear_error(tmp_path, matrices):
-    spec = make_spec(tmp_path, storage="postgresql://ann:s3cret@127.0.0.1:1/nothing")
-    with pytest.raises(TuningError, match=r"tuning\.storage postgresql://ann:\*\*\*@127\.0\.0\.1:1/nothing") as info:
+def test_unreachable_database_is_a_clear_error(tmp_path, matrices, monkeypatch):
+    monkeypatch.setenv("TP_UNREACHABLE_STORE", "postgresql://ann:s3cret@127.0.0.1:1/nothing")
+    spec = make_spec(tmp_path, storage="env:TP_UNREACHABLE_STORE")
+    with pytest.raises(TuningError, match=r"tuning\.storage env:TP_UNREACHABLE_STORE \(postgresql://ann:\*\*\*@127\.0\.0\.1:1/nothing\)") as info:
         TuningRun(spec, matrices, "binary", None)
     assert "s3cret" not in str(info.value)
 
