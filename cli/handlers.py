@@ -149,7 +149,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
                   f"{record['seq']:>5} {record['at']} {record['event']:<17} v{record.get('version')} by "
                   f"{record['by']}: {record.get('reason') or (record.get('verdict') or {}).get('reason') or ''}")
         return 0
+    if args.action == "head":
+        head = audit.chain_head(artifacts, name)
+        print(json.dumps({"model": name, "head": head}) if args.json else head)
+        return 0
     problems = registry.verify_registry(artifacts, name)
+    if args.anchor:
+        problems += audit.check_anchor(artifacts, name, args.anchor)
     if args.json:
         print(json.dumps({"model": name, "records": len(records), "ok": not problems, "problems": problems}))
     if problems:

@@ -40,9 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true")
 
     audit = sub.add_parser("audit", help="verify or print a model's audit log")
-    audit.add_argument("action", choices=["verify", "log"])
+    audit.add_argument("action", choices=["verify", "log", "head"],
+                       help="head: print the log's anchor (SEQ:SHA256) to keep outside the artifact store")
     audit.add_argument("name", metavar="NAME")
     audit.add_argument("--artifacts", metavar="URI")
+    audit.add_argument("--head", metavar="SEQ:SHA256", dest="anchor",
+                       help="verify: also check the log against an anchor printed earlier by `audit head`")
     audit.add_argument("--json", action="store_true")
 
     reproduce = sub.add_parser("reproduce", help="re-train a version from its manifest and compare the model")

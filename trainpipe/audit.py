@@ -170,6 +170,32 @@ def verify_log(artifacts: str, name: str) -> list[str]:
     return problems
 
 
+def chain_head(artifacts: str, name: str) -> str:
+    """The anchor of the log as it is now: `SEQ:SHA256` of its last record's bytes. Every record carries the
+    hash of the one before, so this one value commits to the whole log; kept outside the artifact store (a
+    ticket, an Object Lock bucket), it catches even a consistent rewrite of log and HEAD (`check_anchor`)."""
+    last, prev = _tail(artifacts, name)
+    return f"{last}:{prev}"
+
+
+def check_anchor(artifacts: str, name: str, anchor: str) -> list[str]:
+    """Problems with an anchor taken earlier: the record it names must still be there with the same bytes (the
+    log may have grown since)."""
+    seq_text, _, sha = anchor.partition(":")
+    if not seq_text.isdigit() or len(sha) != 64:
+        return [f"anchor {anchor!r} is not SEQ:SHA256 as `trainpipe audit head` prints it"]
+    seq = int(seq_text)
+    if seq == 0:
+        return [] if sha == GENESIS else [f"anchor {anchor!r}: record 0 is the genesis hash {GENESIS}"]
+    uri = record_uri(artifacts, name, seq)
+    if not storage.exists(uri):
+        return [f"anchor {anchor!r}: record {seq} is gone from the log ({uri})"]
+    now = storage.sha256_bytes(storage.read_bytes(uri))  # afresh, as verify_log reads
+    if now != sha:
+        return [f"anchor {anchor!r}: record {seq} now hashes to {now} (the log was rewritten since the anchor)"]
+    return []
+
+
 # --- aliases, derived from the log ------------------------------------------------------------
 
 

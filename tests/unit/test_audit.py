@@ -76,3 +76,26 @@ def test_verify_reports_damage(tmp_path, damage, message):
         audit.append(root, "m", "version_published", {"version": version})
     damage(root)
     assert any(message in p for p in audit.verify_log(root, "m"))
+
+
+def test_an_anchor_kept_elsewhere_catches_a_consistent_rewrite_of_the_whole_log(tmp_path):
+    import shutil
+
+    root = str(tmp_path)
+    audit.append(root, "m", "version_published", {"version": 1, "by": "ann"})
+    audit.append(root, "m", "alias_moved", {"alias": "champion", "version": 1})
+    anchor = audit.chain_head(root, "m")
+    assert anchor.startswith("2:") and audit.check_anchor(root, "m", anchor) == []
+    audit.append(root, "m", "version_published", {"version": 2})
+    assert audit.check_anchor(root, "m", anchor) == []  # the log grew: the anchored record is still there
+    # rewrite everything consistently (records, chain and HEAD), with another author for version 1
+    shutil.rmtree(audit.audit_uri(root, "m"))
+    first = audit.try_append_at(root, "m", 1, audit.GENESIS, "version_published", {"version": 1, "by": "mallory"})
+    assert first is not None
+    prev = storage.sha256_bytes(storage.read_bytes(audit.record_uri(root, "m", 1)))
+    assert audit.try_append_at(root, "m", 2, prev, "alias_moved", {"alias": "champion", "version": 1}) is not None
+    assert audit.verify_log(root, "m") == []  # the chain alone cannot tell
+    problems = audit.check_anchor(root, "m", anchor)
+    assert len(problems) == 1 and "rewritten" in problems[0]
+    assert "not SEQ:SHA256" in audit.check_anchor(root, "m", "abc")[0]
+    assert "gone" in audit.check_anchor(root, "m", "9:" + "0" * 64)[0]
