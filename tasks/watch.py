@@ -186,6 +186,14 @@ def poll(uri: str, dataset: str, model: str, artifacts: str, retry_after_seconds
         else:
             outcome["action"] = "pending"
             state = read_state(artifacts, dataset)
+            recorded = state.get("emitted", {}).get(seen["fingerprint"])
+            if not recorded or recorded.get("attempt", 0) < attempt:
+                # The claimer has not written its state: it is about to, or it died after claiming (the event
+                # may or may not have gone out). The claim stands for the attempt, so the usual rule applies:
+                # with no run reporting back within retry_after_seconds, the next attempt is asked for.
+                claimed = storage.read_json(claim)
+                state.setdefault("emitted", {})[seen["fingerprint"]] = {
+                    "event_id": claimed["event_id"], "at": claimed["at"], "attempt": attempt}
     state.update({"dataset": dataset, "uri": uri, "listing": seen["fingerprint"] if seen else None,
                   "polled_at": now.isoformat()})
     storage.write_json(state_uri(artifacts, dataset), state)
