@@ -23,6 +23,10 @@ class NoDataFiles(DataError):
     """A reachable location holds no data files (yet)."""
 
 
+class OutsideDataRoots(DataError):
+    """A data URI outside the roots a worker allows (TRAINPIPE_DATA_ROOTS); nothing was read."""
+
+
 class ContractViolation(TrainpipeError):
     """Data breaks the model's data contract; the report says where."""
 

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ import polars as pl
 from fsspec.implementations.local import LocalFileSystem
 
 from trainpipe import storage
-from trainpipe.errors import DataError, NoDataFiles
+from trainpipe.errors import DataError, NoDataFiles, OutsideDataRoots
 from trainpipe.spec import FORMAT_SUFFIXES, DataSpec, infer_format
 
 GLOB_CHARS = set("*?[")
@@ -93,11 +94,52 @@ def location_reachable(uri: str) -> bool:
     return bool(fs.isdir(parent or "/"))
 
 
+DATA_ROOTS_ENV = "TRAINPIPE_DATA_ROOTS"
+
+
+def data_roots() -> list[str]:
+    """The roots this worker may read data under (TRAINPIPE_DATA_ROOTS: comma-separated local folders or
+    s3:// prefixes, set in a pool's job variables); empty: no restriction (a local CLI run)."""
+    return [normalize_location(r.strip()) for r in os.environ.get(DATA_ROOTS_ENV, "").split(",") if r.strip()]
+
+
+def normalize_location(uri: str) -> str:
+    """A comparable form: object-store URIs as scheme://bucket/key with no `.` or `..` segments, local paths
+    absolute with symlinks resolved; folders end with '/'."""
+    if "://" in uri and not uri.startswith("file://"):
+        scheme, rest = uri.split("://", 1)
+        parts = [p for p in rest.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise OutsideDataRoots(f"{uri}: '..' is not allowed in an object-store data URI")
+        return f"{scheme}://{'/'.join(parts)}" + ("/" if uri.endswith("/") or len(parts) == 1 else "")
+    path = os.path.realpath(uri[len("file://"):] if uri.startswith("file://") else uri)
+    return path + "/" if os.path.isdir(path) else path
+
+
+def check_data_roots(uri: str, roots: list[str]) -> None:
+    """Fail, before anything is read, when `uri` (or the fixed part of a glob) is outside every allowed root."""
+    if not roots:
+        return
+    cut = min((uri.find(c) for c in GLOB_CHARS if c in uri), default=-1)  # a glob: its fixed folder
+    fixed = uri if cut < 0 else uri[:cut].rsplit("/", 1)[0] + "/"
+    where = normalize_location(fixed)
+    inside = any(where == root.rstrip("/") or where.startswith(root if root.endswith("/") else root + "/")
+                 for root in roots)
+    if not inside:
+        raise OutsideDataRoots(f"{uri}: outside the data roots this worker allows ({DATA_ROOTS_ENV}: "
+                               f"{', '.join(roots)}); nothing was read")
+
+
 def resolve_sources(data: DataSpec) -> list[dict[str, Any]]:
-    """Every input file of the spec, each with its format, size and content tag."""
+    """Every input file of the spec, each with its format, size and content tag; with TRAINPIPE_DATA_ROOTS set,
+    every URI and every file it lists (symlinks resolved) must lie under one of those roots."""
+    roots = data_roots()
+    for uri in data.uris:
+        check_data_roots(uri, roots)
     files: dict[str, dict[str, Any]] = {}
     for uri in data.uris:
         for item in list_source_files(uri):
+            check_data_roots(item["uri"], roots)  # a symlink inside a root may point out of it
             fmt = data.format or infer_format(item["uri"])
             files[item["uri"]] = {**item, "format": fmt}
     return [files[key] for key in sorted(files)]

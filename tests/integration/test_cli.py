@@ -104,3 +104,17 @@ def test_missing_target_column_names_it(tmp_path: Path, penguins_csv: Path):
     assert "done    ingest" in done.stderr and "failed  validate" in done.stderr  # the progress lines
     assert "Traceback" not in done.stderr and done.stderr.count("target 'colour'") == 1
     assert not (tmp_path / "art" / "models").exists()
+
+
+def test_a_run_outside_the_allowed_data_roots_fails_before_reading(tmp_path: Path, penguins_csv: Path):
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["TRAINPIPE_DATA_ROOTS"] = str(allowed)
+    done = subprocess.run([sys.executable, "-m", "trainpipe", "train", "--data", str(penguins_csv), "--target",
+                           "species", "--artifacts", str(tmp_path / "art")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr
+    assert "outside the data roots" in done.stderr and str(allowed) in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "art" / "models").exists() and not (tmp_path / "art" / "cache" / "ingest").exists()
