@@ -10,6 +10,7 @@ import polars as pl
 from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.boosting import booster_params, model_bytes, training_matrix
+from trainpipe.matrices import read_matrix
 from trainpipe.results import FittedModel, Matrices, Tuned
 from trainpipe.spec import TaskType, XGBoostSpec
 
@@ -76,8 +77,8 @@ def train_task(
     folder = current_stage_dir("train")
     params = booster_params(xgboost, task_type, n_classes, seed)
     types = matrices.feature_types
-    train = storage.read_parquet(matrices.uris["train"])
-    valid = storage.read_parquet(matrices.uris["valid"])
+    train = read_matrix(matrices.uris["train"])
+    valid = read_matrix(matrices.uris["valid"])
     dtrain = training_matrix(train, types, params["max_bin"])
     booster, info = fit_booster(dtrain, training_matrix(valid, types, params["max_bin"], ref=dtrain), params,
                                 xgboost.num_boost_round, xgboost.early_stopping_rounds)

@@ -88,6 +88,9 @@ class Matrices(StageResult):
 
     uris: dict[str, str]
     rows: dict[str, int] = Field(default_factory=dict, description="rows of each part's matrix")
+    partitions: dict[str, list[str]] = Field(
+        default_factory=dict, description="each part's Parquet partition URIs in row order (trainpipe.matrices)"
+    )
     transform_uri: str
     features: list[str]
     feature_types: list[str]
