@@ -110,6 +110,7 @@ class FittedModel(StageResult):
     refit_on_train_and_valid: bool
     tuning: Optional[dict[str, Any]] = None
     attachments: Optional[dict[str, str]] = None
+    engine: Optional[dict[str, Any]] = Field(None, description="engine dask: scheduler and workers it trained on")
 
 
 class Fit(Result):
