@@ -76,6 +76,7 @@ def test_dask_booster_is_close_to_the_local_one(cluster, data):
     dask_loss, local_loss = logloss(booster, data), logloss(local, data)
     # Distributed sketching differs from single-node by design: stated tolerance 0.02 logloss.
     assert abs(dask_loss - local_loss) < 0.02, (dask_loss, local_loss)
+    print(f"holdout logloss dask {dask_loss:.4f} local {local_loss:.4f}")
     assert dask_loss < 0.45  # it learned (a constant predictor scores about 0.69)
 
 
@@ -100,7 +101,11 @@ def test_a_killed_worker_ends_in_bounded_time_with_a_retry_or_a_clear_error(data
                                            3000, 3000, refit=False, grace_s=5)
         except TrainpipeError as error:
             message = str(error)
+            print("clear error:", message)
             assert local.scheduler_address in message and victim[0] in message
         else:  # retried on what remained (the nanny restarts a killed worker)
+            print("retried on", info["engine"]["workers"])
             assert victim[0] not in info["engine"]["workers"]
-        assert time.monotonic() - started < 120
+        elapsed = time.monotonic() - started
+        print(f"killed {victim[0]}: ended after {elapsed:.1f} s")
+        assert elapsed < 120
