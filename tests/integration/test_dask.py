@@ -109,3 +109,42 @@ def test_a_killed_worker_ends_in_bounded_time_with_a_retry_or_a_clear_error(data
         elapsed = time.monotonic() - started
         print(f"killed {victim[0]}: ended after {elapsed:.1f} s")
         assert elapsed < 120
+
+
+def test_tuning_trials_spread_over_both_workers_none_lost_or_repeated(cluster, data, tmp_path):
+    from distributed import Client
+
+    from tasks.tune.cluster import cluster_submitter, cluster_trial, trial_record_uri
+    from tasks.tune.run import TuningRun
+    from trainpipe.results import Matrices
+    from trainpipe.spec import parse_spec
+
+    uris = {p: str(data["root"] / p) for p in ("train", "valid", "test")}
+    matrices = Matrices(uris=uris, partitions=data["partitions"], transform_uri=str(data["root"] / "t.json"),
+                        features=["x1", "x2", "c"], feature_types=data["types"], dropped=[], fingerprint="f" * 64,
+                        stage_key="k")
+    spec = parse_spec({"name": "tuned", "data": {"uris": ["unused.csv"]}, "target": "y", "seed": 7,
+                       "artifacts": str(tmp_path / "art"), "xgboost": {"num_boost_round": 60},
+                       "tuning": {"trials": 6, "parallelism": 2},
+                       "compute": {"engine": "dask", "dask_address": cluster.scheduler_address}})
+    runs = []
+    with Client(cluster.scheduler_address) as client:
+        for attempt in range(2):
+            run = TuningRun(spec.model_copy(update={"artifacts": str(tmp_path / f"art{attempt}")}), matrices,
+                            "binary", None)
+            run.search(cluster_submitter(client, run, matrices))
+            runs.append(run)
+        records = [storage_record(trial_record_uri(runs[0].folder, n)) for n in range(6)]
+        assert {r["worker"] for r in records} == set(client.scheduler_info()["workers"])  # both workers
+        again = client.submit(cluster_trial, matrices.model_dump(mode="json"), None, 7, 0, records[0]["params"],
+                              60, 10, trial_record_uri(runs[0].folder, 0), pure=False).result()
+        assert again["reused"] and again["value"] == records[0]["value"]  # a re-run returns the recorded result
+    trials = [sorted(t.number for t in r.study.trials) for r in runs]
+    assert trials == [list(range(6))] * 2  # none lost, none repeated
+    assert [(t.params, t.value) for t in runs[0].study.trials] == [(t.params, t.value) for t in runs[1].study.trials]
+
+
+def storage_record(uri: str) -> dict:
+    from trainpipe import storage
+
+    return storage.read_json(uri)
