@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -148,3 +149,24 @@ def storage_record(uri: str) -> dict:
     from trainpipe import storage
 
     return storage.read_json(uri)
+
+
+def test_train_flow_with_engine_dask_stores_a_model_close_to_the_local_one(cluster, tmp_path, penguins_csv):
+    from flows.train import train_flow
+    from trainpipe import registry
+    from trainpipe.spec import parse_spec
+
+    def spec(engine: str, folder: str):
+        return parse_spec({"name": "penguins", "data": {"uris": [str(penguins_csv)]}, "target": "species",
+                           "artifacts": str(tmp_path / folder),
+                           "compute": {"engine": engine, "dask_address": cluster.scheduler_address}})
+
+    local = train_flow(spec("local", "local"))
+    dask = train_flow(spec("dask", "dask"))
+    assert registry.list_versions(str(tmp_path / "dask"), "penguins") == [1]
+    recorded = [json.loads(p.read_text()) for p in (tmp_path / "dask" / "cache" / "train").rglob("_SUCCESS")]
+    assert any((r.get("engine") or {}).get("scheduler") == cluster.scheduler_address for r in recorded)
+    print("metrics dask", dask["metrics"], "local", local["metrics"])
+    for name, value in local["metrics"].items():
+        if isinstance(value, float):
+            assert abs(dask["metrics"][name] - value) < 0.05, (name, dask["metrics"][name], value)
