@@ -68,8 +68,8 @@ def quantile_matrix(client: Client, frame: dd.DataFrame, feature_types: list[str
                     ref: Optional[xgb.dask.DaskQuantileDMatrix] = None) -> xgb.dask.DaskQuantileDMatrix:
     """A DaskQuantileDMatrix of a features-stage frame: float32 features, the label, the transform's types."""
     import numpy as np
-    import xgboost.dask  # noqa: F401  (a submodule: `import xgboost` alone does not load it)
     import xgboost as xgb
+    import xgboost.dask  # a submodule: `import xgboost` alone does not load it
 
     # Persisted first: otherwise dask's optimizer may fuse the label-only reads into fewer partitions than the
     # features', which xgboost.dask refuses; persisting also spreads the partitions over the workers.
@@ -148,8 +148,8 @@ def _fit(client: Client, address: str, partitions: dict[str, list[str]], feature
          params: dict[str, Any], num_boost_round: int, early_stopping_rounds: int, refit: bool,
          grace_s: float) -> tuple[xgb.Booster, dict[str, Any]]:
     import dask.dataframe as dd
-    import xgboost.dask  # noqa: F401
     import xgboost as xgb
+    import xgboost.dask
     from xgboost.collective import Config
 
     coll = Config(timeout=COLLECTIVE_TIMEOUT_S, tracker_timeout=COLLECTIVE_TIMEOUT_S)

@@ -14,15 +14,15 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from tasks.features import fit_transform  # noqa: E402
-from tasks.train import fit_booster  # noqa: E402
-from tests.unit.conftest import make_rows  # noqa: E402
-from trainpipe.boosting import booster_params, load_matrix, training_matrix  # noqa: E402
-from trainpipe.cluster import fit_on_cluster  # noqa: E402
-from trainpipe.errors import TrainpipeError  # noqa: E402
-from trainpipe.matrices import read_matrix, write_matrix  # noqa: E402
-from trainpipe.spec import FeatureSpec, XGBoostSpec  # noqa: E402
-from trainpipe.transform import LABEL, matrix_frame  # noqa: E402
+from tasks.features import fit_transform
+from tasks.train import fit_booster
+from tests.unit.conftest import make_rows
+from trainpipe.boosting import booster_params, load_matrix, training_matrix
+from trainpipe.cluster import fit_on_cluster
+from trainpipe.errors import TrainpipeError
+from trainpipe.matrices import read_matrix, write_matrix
+from trainpipe.spec import FeatureSpec, XGBoostSpec
+from trainpipe.transform import LABEL, matrix_frame
 
 ROWS = 12_000
 PARTITION_ROWS = 1_500
