@@ -196,7 +196,8 @@ def cmd_infra(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from cli.infra import setup_infrastructure
 
-    report = asyncio.run(setup_infrastructure(gpu_slots=args.gpu_slots))
+    report = asyncio.run(setup_infrastructure(gpu_slots=args.gpu_slots, dask_address=args.dask_address,
+                                                 data_roots=args.data_roots))
     if args.json:
         print(json.dumps(report))
         return 0

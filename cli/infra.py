@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from trainpipe.errors import SpecError
 from trainpipe.provenance import PROJECT_ROOT
@@ -33,7 +33,17 @@ POOLS = (
     PoolPlan("cpu", "cpu-pool.json", "trainpipe: data stages, CPU training, the data watcher",
              queues=(("default", 1), ("retrain", 2))),
     PoolPlan("gpu", "gpu-pool.json", "trainpipe: tuning/training on a GPU (XGBoost device=cuda)"),
+    PoolPlan("dask", "dask-pool.json", "trainpipe: training and tuning on a Dask cluster (compute.engine dask)"),
 )
+DASK_ENV = ("TRAINPIPE_DASK_ADDRESS", "TRAINPIPE_DATA_ROOTS")
+
+
+def with_pool_env(template: dict[str, Any], values: dict[str, Optional[str]]) -> dict[str, Any]:
+    """The template with the given job-variable env defaults set (None: left as the file has it)."""
+    out = json.loads(json.dumps(template))
+    defaults = out["variables"]["properties"]["env"].setdefault("default", {})
+    defaults.update({k: v for k, v in values.items() if v is not None})
+    return out
 
 
 def load_template(plan: PoolPlan, folder: Path = TEMPLATES) -> dict[str, Any]:
@@ -100,8 +110,13 @@ async def ensure_limit(client: Any, name: str, slots: int) -> str:
     return "updated"
 
 
-async def setup_infrastructure(gpu_slots: int = 1, folder: Path = TEMPLATES) -> dict[str, Any]:
-    """Pools `cpu` and `gpu` with their queues, and the global limit `gpu` with `gpu_slots` slots."""
+async def setup_infrastructure(gpu_slots: int = 1, folder: Path = TEMPLATES, dask_address: Optional[str] = None,
+                               data_roots: Optional[str] = None) -> dict[str, Any]:
+    """Pools `cpu`, `gpu` and `dask` with their queues, and the global limit `gpu` with `gpu_slots` slots.
+
+    The dask pool's job variables carry `dask_address` (TRAINPIPE_DASK_ADDRESS) and `data_roots`
+    (TRAINPIPE_DATA_ROOTS) when given.
+    """
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
@@ -111,6 +126,7 @@ async def setup_infrastructure(gpu_slots: int = 1, folder: Path = TEMPLATES) -> 
         raise SpecError("PREFECT_API_URL is not set: point it at the Prefect server to set up "
                         "(e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api)")
     templates = {plan.name: load_template(plan, folder) for plan in POOLS}  # all read before any change
+    templates["dask"] = with_pool_env(templates["dask"], dict(zip(DASK_ENV, (dask_address, data_roots))))
     report: dict[str, Any] = {"pools": {}, "queues": {}}
     async with get_client() as client:
         for plan in POOLS:

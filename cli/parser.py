@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     infra = sub.add_parser("infra", help="set up the work pools, queues and GPU concurrency limit on a Prefect server")
     infra.add_argument("action", choices=["setup"])
     infra.add_argument("--gpu-slots", type=int, default=1, help="GPU training runs at once (default 1)")
+    infra.add_argument("--dask-address", help="Dask scheduler for the dask pool (TRAINPIPE_DASK_ADDRESS), e.g. "
+                       "tcp://10.0.0.5:8786")
+    infra.add_argument("--data-roots", help="data-root allowlist for the dask pool's runs (TRAINPIPE_DATA_ROOTS)")
     infra.add_argument("--json", action="store_true")
 
     notify = sub.add_parser("notify", help="emit the trainpipe.data.arrived event for new data at URI")

@@ -36,6 +36,10 @@ def result_uri(artifacts: str, run_id: str) -> str:
 def fit_matrices(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classes: int) -> Fit:
     """Tune (when the spec asks for trials), then train, in the calling flow run."""
     artifacts = storage.normalize_root(spec.artifacts)
+    if spec.compute.engine == "dask":  # fail before any work when no scheduler is named
+        from trainpipe.cluster import scheduler_address
+
+        scheduler_address(spec.compute)
     xgboost = sized_defaults(worker_xgboost(spec.xgboost), matrices.rows.get("train", 0))
     with worker_slot(get_run_logger()) as slot:
         stages: dict[str, Any] = {}
@@ -48,7 +52,7 @@ def fit_matrices(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_cla
                               spec.model_copy(update={"xgboost": xgboost}), matrices, task_type, n_classes or None)
             refit = tuned_xgboost(xgboost, tuned)
         model = run_stage(stages, "train", train_task, matrices, task_type, n_classes or None, refit, spec.seed,
-                          artifacts, tuned)
+                          artifacts, tuned, spec.compute if spec.compute.engine == "dask" else None)
     return Fit(model=model, stages=stages, device=xgboost.device, concurrency=slot)
 
 

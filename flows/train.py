@@ -44,7 +44,7 @@ def train_flow(spec: TrainSpec, trigger: Optional[dict[str, Any]] = None) -> dic
     parts = run_stage(stages, "split", split_task, validated, spec.split, spec.target, validated.task_type, spec.seed,
                       artifacts)
     matrices = run_stage(stages, "features", features_task, parts, validated, spec.target, spec.id_columns,
-                         spec.features, artifacts)
+                         spec.features, artifacts, spec.compute.partition_rows)
     fit = fit_part(spec, matrices, validated)  # tune + train, here or on compute.train_pool
     stages.update(fit.stages)
     run = RunContext(spec=spec, artifacts=artifacts, sources=sources, snapshot=snapshot, validated=validated,

@@ -23,6 +23,16 @@ def tune_flow(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classe
     run = TuningRun(spec, matrices, task_type, n_classes)
     if run.done is not None:
         return run.done
+    if spec.compute.engine == "dask":  # trials on the cluster's workers, the study and its loop here
+        from tasks.tune.cluster import cluster_submitter
+        from trainpipe.cluster import connect, scheduler_address
+
+        client = connect(scheduler_address(spec.compute))
+        try:
+            outcome = run.search(cluster_submitter(client, run, matrices))
+        finally:
+            client.close(timeout=5)
+        return run.finish(outcome)
     outcome = run.search(lambda trial, params, history: trial_task.submit(run.context, trial, trial.number,
                                                                          params, history))
     return run.finish(outcome)

@@ -14,6 +14,7 @@ import polars as pl
 from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.errors import DataError
+from trainpipe.matrices import write_matrix
 from trainpipe.results import Matrices, Parts, Validated
 from trainpipe.spec import FeatureSpec, TaskType
 from trainpipe.transform import TIME_OF_DAY_PARTS, TRANSFORM_FORMAT, add_derived, feature_columns, matrix_frame
@@ -97,20 +98,24 @@ def features_task(
     id_columns: list[str],
     features: FeatureSpec,
     artifacts: str,
+    partition_rows: int = 1_000_000,
 ) -> Matrices:
+    """Fit the transform on the training part, apply it to every part and write each as Parquet partitions."""
     started = time.perf_counter()
     folder = current_stage_dir("features")
     train = storage.read_parquet(parts.uris["train"])
     transform = fit_transform(train, target, validated.task_type, validated.classes, id_columns, features)
-    uris, rows, digests = {}, {}, []
+    uris, rows, partitions, digests = {}, {}, {}, []
     for name, uri in parts.uris.items():
         frame = train if name == "train" else storage.read_parquet(uri)
-        uris[name], rows[name] = storage.join(folder, f"{name}.parquet"), frame.height
-        digests.append(storage.write_parquet(matrix_frame(frame, transform, uri), uris[name]))
+        uris[name], rows[name] = storage.join(folder, name), frame.height
+        partitions[name], written = write_matrix(matrix_frame(frame, transform, uri), uris[name], partition_rows)
+        digests.extend(written)
     digests.append(storage.write_json(storage.join(folder, "transform.json"), transform))
     meta = {
         "uris": uris,
         "rows": rows,
+        "partitions": partitions,
         "transform_uri": storage.join(folder, "transform.json"),
         "features": transform["features"],
         "feature_types": transform["feature_types"],

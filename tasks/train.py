@@ -10,8 +10,9 @@ import polars as pl
 from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.boosting import booster_params, model_bytes, training_matrix
+from trainpipe.matrices import read_matrix
 from trainpipe.results import FittedModel, Matrices, Tuned
-from trainpipe.spec import TaskType, XGBoostSpec
+from trainpipe.spec import ComputeSpec, TaskType, XGBoostSpec
 
 if TYPE_CHECKING:  # xgboost (and the scikit-learn it pulls in) loads only where a model is used
     import xgboost as xgb
@@ -70,14 +71,23 @@ def train_task(
     seed: int,
     artifacts: str,
     tuning: Optional[Tuned] = None,
+    compute: Optional[ComputeSpec] = None,
 ) -> FittedModel:
-    """`tuning` (the tuning subflow's result, keyed by its fingerprint) is recorded with the model."""
+    """`tuning` (the tuning subflow's result, keyed by its fingerprint) is recorded with the model;
+    `compute.engine` dask trains over the Dask cluster on the matrices' partitions."""
     started = time.perf_counter()
     folder = current_stage_dir("train")
     params = booster_params(xgboost, task_type, n_classes, seed)
     types = matrices.feature_types
-    train = storage.read_parquet(matrices.uris["train"])
-    valid = storage.read_parquet(matrices.uris["valid"])
+    if compute is not None and compute.engine == "dask":
+        from trainpipe.cluster import fit_on_cluster, scheduler_address
+
+        booster, info = fit_on_cluster(scheduler_address(compute), matrices.partitions, types, params,
+                                       xgboost.num_boost_round, xgboost.early_stopping_rounds, bool(xgboost.refit))
+        info["refit_on_train_and_valid"] = bool(xgboost.refit)
+        return _store_model(folder, booster, params, info, tuning, started)
+    train = read_matrix(matrices.uris["train"])
+    valid = read_matrix(matrices.uris["valid"])
     dtrain = training_matrix(train, types, params["max_bin"])
     booster, info = fit_booster(dtrain, training_matrix(valid, types, params["max_bin"], ref=dtrain), params,
                                 xgboost.num_boost_round, xgboost.early_stopping_rounds)
@@ -85,6 +95,12 @@ def train_task(
     info["refit_on_train_and_valid"] = bool(xgboost.refit)
     if xgboost.refit:
         booster = refit_booster(train, valid, types, params, info["best_iteration"] + 1)
+    return _store_model(folder, booster, params, info, tuning, started)
+
+
+def _store_model(folder: str, booster: xgb.Booster, params: dict[str, Any], info: dict[str, Any],
+                 tuning: Optional[Tuned], started: float) -> FittedModel:
+    """Store the booster in XGBoost's own UBJSON format and finish the stage folder."""
     data = model_bytes(booster)
     model_uri = storage.join(folder, "model.ubj")
     storage.write_bytes(model_uri, data)

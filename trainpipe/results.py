@@ -88,6 +88,9 @@ class Matrices(StageResult):
 
     uris: dict[str, str]
     rows: dict[str, int] = Field(default_factory=dict, description="rows of each part's matrix")
+    partitions: dict[str, list[str]] = Field(
+        default_factory=dict, description="each part's Parquet partition URIs in row order (trainpipe.matrices)"
+    )
     transform_uri: str
     features: list[str]
     feature_types: list[str]
@@ -107,6 +110,7 @@ class FittedModel(StageResult):
     refit_on_train_and_valid: bool
     tuning: Optional[dict[str, Any]] = None
     attachments: Optional[dict[str, str]] = None
+    engine: Optional[dict[str, Any]] = Field(None, description="engine dask: scheduler and workers it trained on")
 
 
 class Fit(Result):

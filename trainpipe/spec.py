@@ -345,6 +345,32 @@ class ComputeSpec(_Spec):
             "Not for secrets: the spec is stored with every model version."
         ),
     )
+    engine: Literal["local", "dask"] = Field(
+        default="local",
+        title="Training engine",
+        description=(
+            "local: XGBoost on the one machine running the fit. dask: one model trained over a Dask cluster "
+            "(xgboost.dask) and tuning trials spread over its workers; the cluster is never started by trainpipe."
+        ),
+    )
+    dask_address: Optional[str] = Field(
+        default=None,
+        pattern=r"^(tcp|tls|inproc|ucx)://\S+$",
+        title="Dask scheduler",
+        description=(
+            "Address of the Dask scheduler for engine dask, e.g. tcp://10.0.0.5:8786. "
+            "Empty: the worker's TRAINPIPE_DASK_ADDRESS (set by the dask pool's job variables)."
+        ),
+    )
+    partition_rows: int = Field(
+        default=1_000_000,
+        ge=1000,
+        title="Rows per partition",
+        description=(
+            "Most rows in one Parquet partition of a feature matrix: the unit a Dask worker (or an out-of-core "
+            "reader) loads at once. Data below this size is one partition, as a single-machine run wants."
+        ),
+    )
 
 
 class TrainSpec(_Spec):

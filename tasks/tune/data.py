@@ -11,7 +11,7 @@ import numpy as np
 import xgboost as xgb
 
 from tasks.tune.sampler import derived_seed
-from trainpipe import storage
+from trainpipe.matrices import read_matrix
 from trainpipe.results import Matrices
 from trainpipe.transform import LABEL
 
@@ -24,7 +24,7 @@ class MatrixPool:
     """
 
     def __init__(self, matrices: Matrices, trial_rows: Optional[int] = None, seed: int = 0):
-        self._arrays = {part: _arrays(storage.read_parquet(matrices.uris[part])) for part in ("train", "valid")}
+        self._arrays = {part: _arrays(read_matrix(matrices.uris[part])) for part in ("train", "valid")}
         self.train_rows = len(self._arrays["train"][1])
         if trial_rows is not None and self.train_rows > trial_rows:
             self._arrays["train"] = _sample(self._arrays["train"], trial_rows, derived_seed(seed, "trial_rows"))

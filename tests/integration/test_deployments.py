@@ -52,20 +52,22 @@ def run_and_wait(name: str, parameters: dict[str, Any] | None = None, timeout: f
 
 def test_setup_is_idempotent_and_pools_carry_the_gpu_settings(stack: Stack, client):
     first, second = stack.setup_reports
-    assert first["pools"] == {"cpu": "created", "gpu": "created"}
+    assert first["pools"] == {"cpu": "created", "gpu": "created", "dask": "created"}
     assert first["concurrency_limits"] == {"gpu": "created"}
     assert first["queues"]["cpu"]["retrain"] == "created"
     assert set(second["pools"].values()) == {"unchanged"}
     assert second["queues"] == {"cpu": {"default": "unchanged", "retrain": "unchanged"},
-                                "gpu": {"default": "unchanged"}}
+                                "gpu": {"default": "unchanged"}, "dask": {"default": "unchanged"}}
     assert second["concurrency_limits"] == {"gpu": "unchanged"}
     gpu_env = client.read_work_pool("gpu").base_job_template["variables"]["properties"]["env"]["default"]
     assert gpu_env["TRAINPIPE_XGBOOST_DEVICE"] == "cuda"
     assert gpu_env["TRAINPIPE_CONCURRENCY_LIMIT"] == "gpu"
     assert client.read_global_concurrency_limit_by_name("gpu").limit == 1
+    dask_env = client.read_work_pool("dask").base_job_template["variables"]["properties"]["env"]["default"]
+    assert {"TRAINPIPE_DASK_ADDRESS", "TRAINPIPE_DATA_ROOTS"} <= set(dask_env)
     names = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
     assert {"trainpipe-train/train-cpu", "trainpipe-train/train-gpu", "trainpipe-fit/fit-gpu",
-            "trainpipe-fit/fit-cpu", "trainpipe-watch/watch-penguins", "trainpipe-train/retrain-penguins"} <= names
+            "trainpipe-fit/fit-cpu", "trainpipe-fit/fit-dask", "trainpipe-watch/watch-penguins", "trainpipe-train/retrain-penguins"} <= names
 
 
 def test_training_deployment_publishes_a_version(stack: Stack, client):

@@ -1,0 +1,51 @@
+"""compute.engine dask: the scheduler address, the dask pool template, the partition format."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from pydantic import ValidationError
+
+from cli.infra import POOLS, load_template, with_pool_env
+from trainpipe.cluster import ADDRESS_ENV, scheduler_address
+from trainpipe.errors import SpecError
+from trainpipe.matrices import partition_uris, read_matrix, write_matrix
+from trainpipe.spec import ComputeSpec
+
+
+def test_engine_defaults_to_local():
+    assert ComputeSpec().engine == "local"
+    with pytest.raises(ValidationError):
+        ComputeSpec(engine="spark")
+    with pytest.raises(ValidationError, match="dask_address"):
+        ComputeSpec(engine="dask", dask_address="localhost 8786")
+
+
+def test_address_from_the_spec_then_the_environment_else_a_clear_error(monkeypatch):
+    monkeypatch.delenv(ADDRESS_ENV, raising=False)
+    with pytest.raises(SpecError, match="compute.dask_address or TRAINPIPE_DASK_ADDRESS"):
+        scheduler_address(ComputeSpec(engine="dask"))
+    monkeypatch.setenv(ADDRESS_ENV, "tcp://10.0.0.5:8786")
+    assert scheduler_address(ComputeSpec(engine="dask")) == "tcp://10.0.0.5:8786"
+    assert scheduler_address(ComputeSpec(engine="dask", dask_address="tcp://h:1")) == "tcp://h:1"
+
+
+def test_dask_pool_carries_the_scheduler_and_data_roots():
+    plan = next(p for p in POOLS if p.name == "dask")
+    template = load_template(plan)
+    env = template["variables"]["properties"]["env"]["default"]
+    assert set(env) >= {"TRAINPIPE_DASK_ADDRESS", "TRAINPIPE_DATA_ROOTS"}
+    filled = with_pool_env(template, {"TRAINPIPE_DASK_ADDRESS": "tcp://s:8786", "TRAINPIPE_DATA_ROOTS": None})
+    assert filled["variables"]["properties"]["env"]["default"]["TRAINPIPE_DASK_ADDRESS"] == "tcp://s:8786"
+    assert template["variables"]["properties"]["env"]["default"]["TRAINPIPE_DASK_ADDRESS"] == ""  # not mutated
+
+
+def test_matrix_partitions_are_bounded_ordered_and_read_back_whole(tmp_path):
+    frame = pl.DataFrame({"x": list(range(2500)), "__label__": [0.0] * 2500})
+    uris, digests = write_matrix(frame, str(tmp_path / "train"), 1000)
+    assert [u.rsplit("/", 1)[1] for u in uris] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [pl.read_parquet(u).height for u in uris] == [1000, 1000, 500] and len(set(digests)) == 3
+    assert partition_uris(str(tmp_path / "train")) == uris
+    assert read_matrix(str(tmp_path / "train")).equals(frame)
+    empty, _ = write_matrix(frame.head(0), str(tmp_path / "test"), 1000)
+    assert len(empty) == 1 and read_matrix(str(tmp_path / "test")).columns == ["x", "__label__"]

@@ -1,0 +1,190 @@
+"""Training one booster over a Dask cluster (xgboost.dask) on a matrix's Parquet partitions.
+
+trainpipe never starts a cluster: the scheduler address comes from the spec (`compute.dask_address`) or the
+worker's `TRAINPIPE_DASK_ADDRESS` (a pool's job variables). XGBoost's collective waits forever on a lost
+worker, so a fit runs under a watch: when a worker present at the start leaves, the fit is abandoned after a
+bounded grace, retried once on the remaining workers, and then fails naming the scheduler and the lost worker.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+from trainpipe import storage
+from trainpipe.errors import SpecError, TrainpipeError
+from trainpipe.spec import ComputeSpec
+from trainpipe.transform import LABEL
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    import xgboost as xgb
+    from distributed import Client
+
+ADDRESS_ENV = "TRAINPIPE_DASK_ADDRESS"
+# Seconds a fit may go on after a worker it started with has left (XGBoost's collective would wait forever).
+LOST_WORKER_GRACE_S = 10.0
+# Seconds XGBoost's collective operations and tracker wait for a peer.
+COLLECTIVE_TIMEOUT_S = 60
+
+
+class WorkerLost(TrainpipeError):
+    """A Dask worker left the cluster during a fit."""
+
+    def __init__(self, address: str, lost: list[str]) -> None:
+        super().__init__(f"Dask worker(s) {', '.join(lost)} left the cluster at {address} during xgboost.dask.train")
+        self.lost = lost
+
+
+def scheduler_address(compute: ComputeSpec) -> str:
+    """The Dask scheduler for engine dask: the spec's, else the worker's environment; never a new cluster."""
+    address = compute.dask_address or os.environ.get(ADDRESS_ENV, "").strip()
+    if not address:
+        raise SpecError(f"compute.engine is 'dask' but no scheduler address: set compute.dask_address or "
+                        f"{ADDRESS_ENV} on the worker (the dask pool's job variables); trainpipe never starts a cluster")
+    return address
+
+
+def connect(address: str, timeout_s: float = 30) -> Client:
+    """A client of the running scheduler at `address`, with a clear error when none answers."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=timeout_s)  # default: xgboost.dask looks the client up itself
+    except (OSError, TimeoutError) as error:
+        raise TrainpipeError(f"no Dask scheduler answered at {address} within {timeout_s:.0f} s: {error}") from None
+
+
+def dask_frame(uris: list[str]) -> dd.DataFrame:
+    """One matrix part as a Dask frame, one partition per Parquet partition (every worker reads the same URIs)."""
+    import dask.dataframe as dd
+
+    return dd.read_parquet(uris, storage_options=storage.storage_options(uris[0]) or None)
+
+
+def quantile_matrix(client: Client, frame: dd.DataFrame, feature_types: list[str], max_bin: int,
+                    ref: Optional[xgb.dask.DaskQuantileDMatrix] = None) -> xgb.dask.DaskQuantileDMatrix:
+    """A DaskQuantileDMatrix of a features-stage frame: float32 features, the label, the transform's types."""
+    import numpy as np
+    import xgboost as xgb
+    import xgboost.dask  # a submodule: `import xgboost` alone does not load it
+
+    # Persisted first: otherwise dask's optimizer may fuse the label-only reads into fewer partitions than the
+    # features', which xgboost.dask refuses; persisting also spreads the partitions over the workers.
+    frame = client.persist(frame.astype({c: "float32" for c in frame.columns if c != LABEL}))
+    features = frame.drop(columns=[LABEL])
+    return xgb.dask.DaskQuantileDMatrix(client, features, frame[LABEL], feature_types=feature_types,
+                                        enable_categorical=True, missing=np.nan, max_bin=max_bin, ref=ref)
+
+
+def workers_of(client: Client) -> set[str]:
+    return set(client.scheduler_info(n_workers=-1)["workers"])
+
+
+def watched_train(client: Client, address: str, run: Any, grace_s: float) -> Any:
+    """Run `run()` in a daemon thread; raise WorkerLost once a starting worker has been gone for `grace_s`."""
+    start_workers = workers_of(client)
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = run()
+        except BaseException as error:  # handed to the watching thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True, name="xgboost-dask-train")
+    thread.start()
+    lost_since: Optional[float] = None
+    lost: list[str] = []
+    while thread.is_alive():
+        thread.join(0.5)
+        if not thread.is_alive():
+            break
+        gone = sorted(start_workers - workers_of(client))
+        if gone and lost_since is None:
+            lost_since, lost = time.monotonic(), gone
+        if lost_since is not None and time.monotonic() - lost_since > grace_s:
+            raise WorkerLost(address, lost)
+    if "error" in outcome:
+        gone = sorted(start_workers - workers_of(client))
+        if gone:
+            raise WorkerLost(address, gone) from outcome["error"]
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def fit_on_cluster(
+    address: str,
+    partitions: dict[str, list[str]],
+    feature_types: list[str],
+    params: dict[str, Any],
+    num_boost_round: int,
+    early_stopping_rounds: int,
+    refit: bool,
+    grace_s: float = LOST_WORKER_GRACE_S,
+) -> tuple[xgb.Booster, dict[str, Any]]:
+    """Early-stopped xgboost.dask.train on the train/valid partitions (and a refit when asked), retried once."""
+    client = connect(address)
+    try:
+        try:
+            return _fit(client, address, partitions, feature_types, params, num_boost_round, early_stopping_rounds,
+                        refit, grace_s)
+        except WorkerLost as first:
+            if not workers_of(client):
+                raise TrainpipeError(f"{first}; no workers left to retry on") from None
+            try:
+                return _fit(client, address, partitions, feature_types, params, num_boost_round,
+                            early_stopping_rounds, refit, grace_s)
+            except WorkerLost as second:
+                raise TrainpipeError(f"training on the Dask cluster at {address} failed twice: first {first}; "
+                                     f"then, on the remaining workers, {second}") from None
+    finally:
+        client.close(timeout=5)
+
+
+def _fit(client: Client, address: str, partitions: dict[str, list[str]], feature_types: list[str],
+         params: dict[str, Any], num_boost_round: int, early_stopping_rounds: int, refit: bool,
+         grace_s: float) -> tuple[xgb.Booster, dict[str, Any]]:
+    import dask.dataframe as dd
+    import xgboost as xgb
+    import xgboost.dask
+    from xgboost.collective import Config
+
+    coll = Config(timeout=COLLECTIVE_TIMEOUT_S, tracker_timeout=COLLECTIVE_TIMEOUT_S)
+    # Each worker uses its own threads: the fit process's cpu count says nothing about the cluster's.
+    cluster_params = {k: v for k, v in params.items() if k != "nthread"}
+    train, valid = dask_frame(partitions["train"]), dask_frame(partitions["valid"])
+
+    def early_stopped() -> dict[str, Any]:
+        dtrain = quantile_matrix(client, train, feature_types, params["max_bin"])
+        dvalid = quantile_matrix(client, valid, feature_types, params["max_bin"], ref=dtrain)
+        return xgb.dask.train(client, cluster_params, dtrain, num_boost_round=num_boost_round,
+                              evals=[(dvalid, "valid")], early_stopping_rounds=early_stopping_rounds,
+                              verbose_eval=False, coll_cfg=coll)
+
+    out = watched_train(client, address, early_stopped, grace_s)
+    booster: xgb.Booster = out["booster"]
+    best = getattr(booster, "best_iteration", None)
+    rounds = booster.num_boosted_rounds()
+    if best is not None and best + 1 < rounds:
+        booster = booster[: best + 1]
+    curve = out["history"]["valid"][params["eval_metric"]]
+    info = {
+        "rounds_trained": rounds,
+        "best_iteration": int(best) if best is not None else rounds - 1,
+        "best_validation_score": float(min(curve) if params["eval_metric"] != "auc" else max(curve)),
+        "validation_metric": params["eval_metric"],
+        "engine": {"name": "dask", "scheduler": address, "workers": sorted(workers_of(client))},
+    }
+    if refit:
+        both = dd.concat([train, valid])
+
+        def refitted() -> dict[str, Any]:
+            stacked = quantile_matrix(client, both, feature_types, params["max_bin"])
+            return xgb.dask.train(client, cluster_params, stacked, num_boost_round=info["best_iteration"] + 1,
+                                  verbose_eval=False, coll_cfg=coll)
+
+        booster = watched_train(client, address, refitted, grace_s)["booster"]
+    return booster, info
