@@ -83,6 +83,7 @@ import yaml  # noqa: E402
 from trainpipe import storage  # noqa: E402
 from trainpipe.boosting import OBJECTIVES, load_matrix  # noqa: E402
 from trainpipe.errors import SpecError  # noqa: E402
+from trainpipe.matrices import read_matrix  # noqa: E402
 from trainpipe.metrics import METRICS, compute_metrics  # noqa: E402
 from trainpipe.spec import TrainSpec, merge_dicts, parse_spec  # noqa: E402
 from trainpipe.transform import LABEL  # noqa: E402
@@ -233,7 +234,7 @@ def find_feature_matrices(artifacts: str, manifest: dict[str, Any]) -> dict[str,
     transform_hash = storage.sha256_bytes(storage.read_bytes(meta["transform_uri"]))
     if transform_hash != manifest["files"]["transform.json"]:
         raise RuntimeError(f"{meta['transform_uri']} does not hash to the version's transform.json")
-    frames = {part: storage.read_parquet(uri) for part, uri in meta["uris"].items()}
+    frames = {part: read_matrix(uri) for part, uri in meta["uris"].items()}
     rows = {part: frame.height for part, frame in frames.items()}
     if rows != {part: manifest["data"]["rows"][part] for part in rows}:
         raise RuntimeError(f"matrix rows {rows} differ from the manifest's {manifest['data']['rows']}")

@@ -62,6 +62,7 @@ import xgboost as xgb  # noqa: E402
 from tasks.tune.space import DEFAULT_SPACE, search_space  # noqa: E402
 from trainpipe import storage  # noqa: E402
 from trainpipe.boosting import OBJECTIVES, load_matrix  # noqa: E402
+from trainpipe.matrices import read_matrix  # noqa: E402
 from trainpipe.metrics import METRICS, compute_metrics  # noqa: E402
 from trainpipe.results import Matrices  # noqa: E402
 from trainpipe.spec import TuningSpec, parse_spec  # noqa: E402
@@ -96,7 +97,7 @@ def features_output(artifacts: Path) -> Matrices:
 
 
 def holdout(task: str, booster: xgb.Booster, matrices: Matrices, rounds: int) -> float:
-    test = storage.read_parquet(matrices.uris["test"])
+    test = read_matrix(matrices.uris["test"])
     pred = booster.predict(load_matrix(test, matrices.feature_types), iteration_range=(0, rounds))
     return compute_metrics(task, test.get_column(LABEL).to_numpy(), pred)[next(iter(METRICS[task]))]
 
@@ -105,8 +106,8 @@ def plain_loop(task: str, matrices: Matrices, trials: int, rounds: int, early: i
                seed: int) -> dict[str, Any]:
     """What a user writes by hand: study.optimize over xgboost.train, sequential, all cores, no pruning."""
     types = matrices.feature_types
-    dtrain = load_matrix(storage.read_parquet(matrices.uris["train"]), types)
-    dvalid = load_matrix(storage.read_parquet(matrices.uris["valid"]), types)
+    dtrain = load_matrix(read_matrix(matrices.uris["train"]), types)
+    dvalid = load_matrix(read_matrix(matrices.uris["valid"]), types)
     objective_name, metric = OBJECTIVES[task]
     distributions, _ = search_space({})
     boosters: dict[int, tuple[xgb.Booster, int]] = {}
