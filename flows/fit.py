@@ -40,7 +40,7 @@ def fit_matrices(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_cla
         from trainpipe.cluster import scheduler_address
 
         scheduler_address(spec.compute)
-    xgboost = sized_defaults(worker_xgboost(spec.xgboost), matrices.rows.get("train", 0))
+    xgboost = sized_defaults(worker_xgboost(spec.xgboost), matrices.rows.get("train", 0), len(matrices.features))
     with worker_slot(get_run_logger()) as slot:
         stages: dict[str, Any] = {}
         tuned, refit = None, xgboost

@@ -135,6 +135,12 @@ def test_size_defaults_switch_to_xgboost_own_rate_without_refit_on_large_trainin
     large = sized_defaults(XGBoostSpec(), LARGE_TRAIN_ROWS)
     assert (small.learning_rate, small.refit) == (0.1, True)
     assert (large.learning_rate, large.refit) == (0.3, False)
+    from trainpipe.boosting import WIDE_FEATURES
+
+    wide = sized_defaults(XGBoostSpec(), 300, WIDE_FEATURES)
+    assert (wide.learning_rate, wide.refit) == (large.learning_rate, large.refit)
+    narrow = sized_defaults(XGBoostSpec(), 300, WIDE_FEATURES - 1)
+    assert (narrow.learning_rate, narrow.refit) == (small.learning_rate, small.refit)
     chosen = sized_defaults(XGBoostSpec(learning_rate=0.05, refit=True), 10 * LARGE_TRAIN_ROWS)
     assert (chosen.learning_rate, chosen.refit) == (0.05, True)  # what the spec sets is kept
 
