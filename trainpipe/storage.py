@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import copy
 import json
 import math
 import os
@@ -44,7 +45,9 @@ def storage_options(uri: str) -> dict[str, Any]:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint and "endpoint_url" not in options:
             options["endpoint_url"] = endpoint
-        options["config_kwargs"] = {**S3_CLIENT_CONFIG, **options.get("config_kwargs", {})}
+        # a deep copy: botocore adjusts the retries dict it is given in place (max_attempts 2 became 3 after the
+        # first client, and so on for every client after it)
+        options["config_kwargs"] = {**copy.deepcopy(S3_CLIENT_CONFIG), **options.get("config_kwargs", {})}
     return options
 
 
