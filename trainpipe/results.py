@@ -46,6 +46,7 @@ class Snapshot(StageResult):
     columns: list[str]
     dtypes: dict[str, str]
     sources: list[dict[str, Any]]
+    notes: list[str] = []  # what was read differently from polars' guess (dates in mixed formats as text)
 
 
 class ContractRef(Result):
