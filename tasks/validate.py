@@ -275,6 +275,7 @@ def validate_snapshot(
     violations.extend(found)
 
     report = {
+        "leakage": leaking_columns(frame, target, id_columns),
         "source": source,
         "snapshot": snapshot_uri,
         "rows_in": frame.height + null_target,
@@ -289,6 +290,15 @@ def validate_snapshot(
         "passed": not violations,
     }
     return checked, contract, report
+
+
+def leaking_columns(frame: pl.DataFrame, target: str, skip: list[str]) -> list[str]:
+    """Features whose every value equals the target's, row by row (a copy of the label under another name):
+    a model trained on one scores perfectly and learns nothing usable; worth a warning, not a refusal."""
+    label = frame.get_column(target).cast(pl.String)
+    return [name for name in frame.columns
+            if name != target and name not in skip
+            and frame.get_column(name).cast(pl.String, strict=False).equals(label)]
 
 
 def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -357,6 +367,10 @@ def validate_task(
             f"\nreport: {report_uri}",
             report_uri=report_uri,
         )
+    if report["leakage"]:
+        get_run_logger().warning("%s: column(s) %s equal the target %r in every row: likely target leakage; "
+                                 "drop them (drop_columns) unless that is intended", report["source"],
+                                 ", ".join(repr(c) for c in report["leakage"]), target)
     if report["violations"]:
         get_run_logger().warning("validation.mode is warn: data %s breaks the data contract:\n%s",
                                  report["source"], describe_violations(report))
@@ -373,6 +387,7 @@ def validate_task(
         "classes": contract["target"].get("classes"),
         "dropped_null_target": report["dropped_null_target"],
         "violations": len(report["violations"]),
+        "leakage": report["leakage"],
     }
     return finish_stage(folder, Validated, meta, started, content=[digest, meta["task_type"], meta["classes"]])
 

@@ -69,6 +69,7 @@ class Validated(StageResult):
     classes: Optional[list[Any]]
     dropped_null_target: int
     violations: int
+    leakage: list[str] = []  # features equal to the target in every row
 
     @property
     def n_classes(self) -> int:
@@ -193,6 +194,7 @@ class RunContext(Result):
             "rows": self.parts.rows,
             "dropped_null_target": self.validated.dropped_null_target,
             "contract_violations": self.validated.violations,
+            "leakage_warning": self.validated.leakage,
             "dropped_features": self.matrices.dropped,
             "data_fingerprint": self.sources.fingerprint,
             "stages": self.stages,

@@ -50,6 +50,7 @@ def csv_text(df: pl.DataFrame) -> str:
 
 
 def assert_fails_clearly(done: subprocess.CompletedProcess, artifacts: Path, *names: str) -> None:
+    print("exit", done.returncode, "|", done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "")
     assert done.returncode != 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     for name in names:
@@ -147,3 +148,15 @@ def test_constant_regression_target_is_not_champion(tmp_path: Path):
             p.read_text() for p in artifacts.glob("audit/*/*.json") if "alias_moved" in p.read_text())
     else:
         assert_fails_clearly(done, artifacts, str(data), "'y'")
+
+
+def test_column_identical_to_target_trains_with_a_leakage_warning(tmp_path: Path):
+    data = tmp_path / "leak.csv"
+    frame().with_columns(y_copy=pl.col("y")).write_csv(data)
+    artifacts = tmp_path / "art"
+    done = train(data, "y", artifacts)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["leakage_warning"] == ["y_copy"]
+    assert "'y_copy'" in done.stderr and "leakage" in done.stderr
+    card = next(artifacts.glob("models/*/versions/1/*.md")).read_text()
+    assert "target leakage" in card and "`y_copy`" in card
