@@ -152,9 +152,22 @@ def _opened(fs: Any, path: str, uri: str) -> Iterator[Any]:
     yield io.BytesIO(content)
 
 
-def _read_error(file: dict[str, Any], error: BaseException) -> DataError:
+def _read_error(file: dict[str, Any], error: BaseException, where: str = "") -> DataError:
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return DataError(f"cannot read {file['uri']} as {file['format']}: {message}")
+    return DataError(f"cannot read {file['uri']} as {file['format']}: {message}{where}")
+
+
+def _ragged_row(file: dict[str, Any], data: DataSpec) -> str:
+    """Where a CSV first has a row with another number of fields than its header (polars does not say)."""
+    fs, path = storage.get_fs(file["uri"])
+    with storage.guarded(file["uri"]), fs.open(path, "rt", compression="infer", encoding="utf-8",
+                                               errors="replace", newline="") as handle:
+        rows = csv.reader(handle, delimiter=data.separator)
+        width = len(next(rows, []))
+        for number, row in enumerate(rows, start=1):
+            if len(row) != width:
+                return f" (data row {number} has {len(row)} fields, the header {width})"
+    return ""
 
 
 
@@ -210,6 +223,8 @@ def _collect_alone(file: dict[str, Any], scan: pl.LazyFrame, data: DataSpec, not
             break
         except (pl.exceptions.PolarsError, OSError, ValueError) as error:
             found = _DATE_MISS.search(str(error))
+            if file["format"] == "csv" and "more fields" in str(error):
+                raise _read_error(file, error, _ragged_row(file, data)) from None
             if file["format"] != "csv" or not found or found.group(1) in as_text or len(as_text) >= 100:
                 raise _read_error(file, error) from None
             as_text += (found.group(1),)

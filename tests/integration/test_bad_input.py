@@ -77,7 +77,7 @@ CASES: dict[str, tuple[str, bytes, str, tuple[str, ...]]] = {
     "empty_file": ("empty.csv", b"", "y", ()),
     "header_only": ("header.csv", b"x1,x2,city,y\n", "y", ("no rows",)),
     "wrong_delimiter": ("semi.csv", csv_text(frame()).replace(",", ";").encode(), "y", ("'y'", "separator")),
-    "ragged_rows": ("ragged.csv", b"x1,x2,y\n1,2,3\n4,5,6,7,8\n" + b"1,2,3\n" * 30, "y", ()),
+    "ragged_rows": ("ragged.csv", b"x1,x2,y\n1,2,3\n4,5,6,7,8\n" + b"1,2,3\n" * 30, "y", ("data row 2 has 5 fields",)),
     "invalid_utf8": ("latin1.csv", b"x1,city,y\n" + b"".join(b"%d,M\xfcnchen,%d\n" % (i, i) for i in range(30)),
                      "y", ()),
     "corrupt_parquet": ("corrupt.parquet", b"PAR1" + bytes(range(256)) * 4, "y", ()),
