@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 
 from tasks.common import TRANSIENT_RETRIES, cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
@@ -17,7 +17,8 @@ from trainpipe.spec import DataSpec
 
 def ingest_files(files: list[dict[str, Any]], data: DataSpec, snapshot_uri: str) -> dict[str, Any]:
     """Read all inputs and write them as one Parquet snapshot; returns rows, columns and schema."""
-    frame = load_files(files, data)
+    notes: list[str] = []
+    frame = load_files(files, data, notes)
     if frame.height == 0:
         raise DataError(f"no rows in {', '.join(f['uri'] for f in files)}")
     digest = storage.write_parquet(frame, snapshot_uri)
@@ -28,6 +29,7 @@ def ingest_files(files: list[dict[str, Any]], data: DataSpec, snapshot_uri: str)
         "columns": frame.columns,
         "dtypes": {name: str(dtype) for name, dtype in frame.schema.items()},
         "sources": files,
+        "notes": notes,
     }
 
 
@@ -43,4 +45,6 @@ def ingest_task(sources: Sources, data: DataSpec, artifacts: str) -> Snapshot:
     started = time.perf_counter()
     folder = current_stage_dir("ingest")
     meta = ingest_files(sources.files, data, storage.join(folder, "snapshot.parquet"))
+    for note in meta["notes"]:
+        get_run_logger().warning("%s", note)
     return finish_stage(folder, Snapshot, meta, started, content=[meta["sha256"]])

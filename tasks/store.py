@@ -52,6 +52,7 @@ def build_manifest(run: RunContext, evaluation: Evaluation, verdict: Optional[Ve
             "rows": parts.rows,
             "split_method": parts.method,
             "dropped_null_target": validated.dropped_null_target,
+            "leakage": validated.leakage,
         },
         "features": {"names": matrices.features, "dropped": matrices.dropped},
         "spec": spec_json,

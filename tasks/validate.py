@@ -174,7 +174,39 @@ def require_columns(frame: pl.DataFrame, columns: dict[str, list[str]], source: 
     if missing:
         raise DataError(
             f"{source}: missing {', '.join(missing)}; the data has columns {', '.join(frame.columns)}"
+            + separator_hint(frame.columns)
         )
+
+
+def separator_hint(columns: list[str]) -> str:
+    """A hint when a whole header landed in one column: the file is likely split by another character."""
+    if len(columns) != 1:
+        return ""
+    for char, name in ((";", "';'"), ("\t", "a tab"), ("|", "'|'")):
+        if char in columns[0]:
+            return f" (one column whose name holds {name}: is the file's separator {name}? set data.separator)"
+    return ""
+
+
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
+
+
+def reject_non_finite(frame: pl.DataFrame, skip: list[str], source: str, max_rows: int = 5) -> None:
+    """Fail naming the column and rows of any ±inf or value beyond float32's range: XGBoost holds features
+    and labels as float32, so such a value is either an upstream bug or unrepresentable, never data to learn.
+    Rows count from 1 after the header, over the inputs in order (NaN is missing and is not checked here)."""
+    problems = []
+    for name, dtype in frame.schema.items():
+        if name in skip or not dtype.is_float():
+            continue
+        bad = frame.select(pl.arg_where(pl.col(name).abs() > FLOAT32_MAX)).to_series()
+        if bad.len():
+            rows = ", ".join(str(r + 1) for r in bad.head(max_rows).to_list()) + (", ..." if bad.len() > max_rows else "")
+            values = ", ".join(sorted({repr(v) for v in frame.get_column(name).gather(bad.head(max_rows)).to_list()}))
+            problems.append(f"column {name!r} holds {values} in {bad.len()} row(s) (rows {rows})")
+    if problems:
+        raise DataError(f"{source}: {'; '.join(problems)}; ±inf and values beyond float32's range "
+                        f"(±{FLOAT32_MAX:.4g}) cannot be trained on: fix or blank them")
 
 
 def validate_snapshot(
@@ -201,6 +233,7 @@ def validate_snapshot(
         source=source,
     )
     frame = nan_as_missing(frame.drop([c for c in drop_columns if c in frame.columns]))
+    reject_non_finite(frame, id_columns, source)
     null_target = int(frame.get_column(target).null_count())
     frame = frame.filter(pl.col(target).is_not_null())
     if frame.height == 0:
@@ -208,7 +241,10 @@ def validate_snapshot(
 
     violations: list[dict[str, Any]] = []
     if contract is None:
-        inferred_task, reason = infer_task(frame.get_column(target))
+        try:
+            inferred_task, reason = infer_task(frame.get_column(target))
+        except DataError as error:
+            raise DataError(f"{source}: {error}") from None
         resolved_task = task_type or inferred_task
         if task_type and task_type != inferred_task:
             reason = f"set in the spec (the data alone suggests {inferred_task}: {reason})"
@@ -220,9 +256,9 @@ def validate_snapshot(
         contract_source = "inferred"
         n_classes = len(contract["target"].get("classes") or [])
         if resolved_task == "binary" and n_classes != 2:
-            raise DataError(f"task is binary but target {target!r} has {n_classes} classes")
+            raise DataError(f"{source}: task is binary but target {target!r} has {n_classes} classes")
         if n_classes > MAX_CLASSES:
-            raise DataError(f"target {target!r} has {n_classes} classes (at most {MAX_CLASSES}); "
+            raise DataError(f"{source}: target {target!r} has {n_classes} classes (at most {MAX_CLASSES}); "
                             "is it a regression target?")
     else:
         resolved_task = contract["target"]["task"]
@@ -239,6 +275,7 @@ def validate_snapshot(
     violations.extend(found)
 
     report = {
+        "leakage": leaking_columns(frame, target, id_columns),
         "source": source,
         "snapshot": snapshot_uri,
         "rows_in": frame.height + null_target,
@@ -253,6 +290,15 @@ def validate_snapshot(
         "passed": not violations,
     }
     return checked, contract, report
+
+
+def leaking_columns(frame: pl.DataFrame, target: str, skip: list[str]) -> list[str]:
+    """Features whose every value equals the target's, row by row (a copy of the label under another name):
+    a model trained on one scores perfectly and learns nothing usable; worth a warning, not a refusal."""
+    label = frame.get_column(target).cast(pl.String)
+    return [name for name in frame.columns
+            if name != target and name not in skip
+            and frame.get_column(name).cast(pl.String, strict=False).equals(label)]
 
 
 def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -321,6 +367,10 @@ def validate_task(
             f"\nreport: {report_uri}",
             report_uri=report_uri,
         )
+    if report["leakage"]:
+        get_run_logger().warning("%s: column(s) %s equal the target %r in every row: likely target leakage; "
+                                 "drop them (drop_columns) unless that is intended", report["source"],
+                                 ", ".join(repr(c) for c in report["leakage"]), target)
     if report["violations"]:
         get_run_logger().warning("validation.mode is warn: data %s breaks the data contract:\n%s",
                                  report["source"], describe_violations(report))
@@ -337,6 +387,7 @@ def validate_task(
         "classes": contract["target"].get("classes"),
         "dropped_null_target": report["dropped_null_target"],
         "violations": len(report["violations"]),
+        "leakage": report["leakage"],
     }
     return finish_stage(folder, Validated, meta, started, content=[digest, meta["task_type"], meta["classes"]])
 

@@ -98,12 +98,15 @@ def model_card(manifest: dict[str, Any]) -> str:
             drift_text += f"\n\nNew columns: {', '.join(drift['new_columns'])}"
     else:
         drift_text = "No champion to compare with (or it has no stored data profile)."
+    leakage = data.get("leakage") or []
+    leakage = (f"\n- **warning: likely target leakage**: {', '.join(f'`{c}`' for c in leakage)} equal the target "
+               "in every row") if leakage else ""
     return f"""# {manifest['model']} v{manifest['version']}
 
 - task: **{manifest['task']}** ({manifest['task_reason']}), target `{manifest['target']}`
 - data: {len(data['sources'])} file(s), fingerprint `{data['fingerprint'][:16]}`; rows train/valid/test
   {data['rows']['train']}/{data['rows']['valid']}/{data['rows']['test']} ({data['split_method']} split);
-  {data['dropped_null_target']} row(s) dropped for a null target
+  {data['dropped_null_target']} row(s) dropped for a null target{leakage}
 - model: XGBoost hist, {manifest['training']['best_iteration'] + 1} rounds (early stopping on
   {manifest['training']['validation_metric']}), sha256 `{manifest['model_sha256'][:16]}`
 - code: {code['git_commit'] or 'no git'}{' (dirty)' if code['git_dirty'] else ''},

@@ -46,6 +46,7 @@ class Snapshot(StageResult):
     columns: list[str]
     dtypes: dict[str, str]
     sources: list[dict[str, Any]]
+    notes: list[str] = []  # what was read differently from polars' guess (dates in mixed formats as text)
 
 
 class ContractRef(Result):
@@ -68,6 +69,7 @@ class Validated(StageResult):
     classes: Optional[list[Any]]
     dropped_null_target: int
     violations: int
+    leakage: list[str] = []  # features equal to the target in every row
 
     @property
     def n_classes(self) -> int:
@@ -196,6 +198,7 @@ class RunContext(Result):
             "rows": self.parts.rows,
             "dropped_null_target": self.validated.dropped_null_target,
             "contract_violations": self.validated.violations,
+            "leakage_warning": self.validated.leakage,
             "dropped_features": self.matrices.dropped,
             "data_fingerprint": self.sources.fingerprint,
             "stages": self.stages,

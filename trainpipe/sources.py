@@ -6,10 +6,12 @@ Used by ingest, predict, watch and reproduce alike.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -153,8 +155,8 @@ def sources_fingerprint(files: list[dict[str, Any]]) -> str:
 
 
 
-def read_file(file: dict[str, Any], data: DataSpec) -> pl.DataFrame:
-    """Read one input file into a frame; a parse failure names the file."""
+def read_file(file: dict[str, Any], data: DataSpec, as_text: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Read one input file into a frame; a parse failure names the file. `as_text`: CSV columns read as text."""
     uri, fmt = file["uri"], file["format"]
     fs, path = storage.get_fs(uri)
     try:
@@ -166,6 +168,7 @@ def read_file(file: dict[str, Any], data: DataSpec) -> pl.DataFrame:
                     null_values=data.null_values,
                     infer_schema_length=10_000,
                     try_parse_dates=True,
+                    schema_overrides={name: pl.String for name in as_text} or None,
                 )
             if fmt == "parquet":
                 return pl.read_parquet(handle)
@@ -191,22 +194,38 @@ def _opened(fs: Any, path: str, uri: str) -> Iterator[Any]:
     yield io.BytesIO(content)
 
 
-def _read_error(file: dict[str, Any], error: BaseException) -> DataError:
+def _read_error(file: dict[str, Any], error: BaseException, where: str = "") -> DataError:
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return DataError(f"cannot read {file['uri']} as {file['format']}: {message}")
+    return DataError(f"cannot read {file['uri']} as {file['format']}: {message}{where}")
+
+
+def _ragged_row(file: dict[str, Any], data: DataSpec) -> str:
+    """Where a CSV first has a row with another number of fields than its header (polars does not say)."""
+    fs, path = storage.get_fs(file["uri"])
+    with storage.guarded(file["uri"]), fs.open(path, "rt", compression="infer", encoding="utf-8",
+                                               errors="replace", newline="") as handle:
+        rows = csv.reader(handle, delimiter=data.separator)
+        width = len(next(rows, []))
+        for number, row in enumerate(rows, start=1):
+            if len(row) != width:
+                return f" (data row {number} has {len(row)} fields, the header {width})"
+    return ""
 
 
 
-def scan_file(file: dict[str, Any], data: DataSpec) -> pl.LazyFrame:
+def scan_file(file: dict[str, Any], data: DataSpec, as_text: tuple[str, ...] = ()) -> pl.LazyFrame:
     """A lazy scan of a local, uncompressed file; other files are read through fsspec."""
     uri, fmt = file["uri"], file["format"]
     fs, path = storage.get_fs(uri)
+    if fmt == "csv":
+        check_header(file, data)
     if not isinstance(fs, LocalFileSystem) or path.lower().endswith((".gz", ".zst", ".bz2", ".json")):
-        return read_file(file, data).lazy()
+        return read_file(file, data, as_text).lazy()
     try:
         if fmt == "csv":
             return pl.scan_csv(path, separator=data.separator, null_values=data.null_values,
-                               infer_schema_length=10_000, try_parse_dates=True)
+                               infer_schema_length=10_000, try_parse_dates=True,
+                               schema_overrides={name: pl.String for name in as_text} or None)
         if fmt == "parquet":
             return pl.scan_parquet(path)
         return pl.scan_ndjson(path, infer_schema_length=10_000)
@@ -215,22 +234,61 @@ def scan_file(file: dict[str, Any], data: DataSpec) -> pl.LazyFrame:
 
 
 
-def load_files(files: list[dict[str, Any]], data: DataSpec) -> pl.DataFrame:
+def load_files(files: list[dict[str, Any]], data: DataSpec, notes: list[str] | None = None) -> pl.DataFrame:
     """Scan every input, stack them (columns missing in a file become nulls, types widen), collect once.
 
-    When the combined read fails, each file is read alone to name the one at fault.
+    When the combined read fails, each file is read alone to name the one at fault. What was read
+    differently from the guess (dates in mixed formats read as text) is appended to `notes`.
     """
     scans = [scan_file(f, data) for f in files]
     try:
         plan = scans[0] if len(scans) == 1 else pl.concat(scans, how="diagonal_relaxed")
         return plan.collect()
     except (pl.exceptions.PolarsError, OSError, ValueError) as error:
-        for file, scan in zip(files, scans, strict=True):
-            try:
-                scan.collect()
-            except (pl.exceptions.PolarsError, OSError, ValueError) as file_error:
-                raise _read_error(file, file_error) from None
-        raise DataError(f"files cannot be stacked ({', '.join(f['uri'] for f in files)}): {error}") from None
+        frames = [_collect_alone(file, scan, data, notes) for file, scan in zip(files, scans, strict=True)]
+        try:
+            return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+        except (pl.exceptions.PolarsError, ValueError):
+            raise DataError(f"files cannot be stacked ({', '.join(f['uri'] for f in files)}): {error}") from None
+
+
+# polars' message when a column guessed as a date/time from its first rows holds another format further down.
+_DATE_MISS = re.compile(r"could not parse `[^`]*` as dtype `(?:date|datetime|time)[^`]*` at column '([^']+)'")
+
+
+def _collect_alone(file: dict[str, Any], scan: pl.LazyFrame, data: DataSpec, notes: list[str] | None) -> pl.DataFrame:
+    """Read one file alone; a CSV column whose dates come in more than one format is read as text and noted."""
+    as_text: tuple[str, ...] = ()
+    while True:
+        try:
+            frame = scan.collect()
+            break
+        except (pl.exceptions.PolarsError, OSError, ValueError) as error:
+            found = _DATE_MISS.search(str(error))
+            if file["format"] == "csv" and "more fields" in str(error):
+                raise _read_error(file, error, _ragged_row(file, data)) from None
+            if file["format"] != "csv" or not found or found.group(1) in as_text or len(as_text) >= 100:
+                raise _read_error(file, error) from None
+            as_text += (found.group(1),)
+            scan = scan_file(file, data, as_text)
+    if as_text and notes is not None:
+        notes.append(f"{file['uri']}: column(s) {', '.join(repr(c) for c in as_text)} hold dates in more than one "
+                     "format; read as text")
+    return frame
+
+
+def check_header(file: dict[str, Any], data: DataSpec) -> None:
+    """Fail on a CSV header naming a column twice: polars would rename one silently and train on both."""
+    fs, path = storage.get_fs(file["uri"])
+    with storage.guarded(file["uri"]), fs.open(path, "rb", compression="infer") as handle:
+        first = handle.readline()  # one block, not the whole object, on a remote store
+    names = next(csv.reader([first.decode("utf-8", errors="replace")], delimiter=data.separator), [])
+    seen: set[str] = set()
+    twice = [name for name in names if name in seen or seen.add(name)]
+    if twice:
+        listed = ", ".join(repr(n.strip()) for n in dict.fromkeys(twice))
+        raise DataError(f"{file['uri']}: duplicate column name(s) {listed} in the header; rename them so each "
+                        "column has one name")
 
 
 def recorded_inputs(manifest: dict[str, Any], artifacts: str, source: str) -> tuple[Any, list[dict[str, Any]]]:
