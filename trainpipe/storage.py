@@ -226,8 +226,11 @@ def create_only(uri: str, data: bytes) -> bool:
     except FileExistsError:
         # A retried PUT whose first attempt landed but whose answer was lost meets its own object:
         # the same bytes there mean this writer created it (callers put a unique nonce or timestamp in).
-        with guarded(uri):
-            return bool(fs.cat_file(path) == data)
+        try:
+            with guarded(uri):
+                return bool(fs.cat_file(path) == data)
+        except FileNotFoundError:  # refused because another writer's PUT of that key is still in flight: theirs
+            return False
     return True
 
 
