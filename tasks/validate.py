@@ -196,9 +196,12 @@ def reject_non_finite(frame: pl.DataFrame, skip: list[str], source: str, max_row
     and labels as float32, so such a value is either an upstream bug or unrepresentable, never data to learn.
     Rows count from 1 after the header, over the inputs in order (NaN is missing and is not checked here)."""
     problems = []
-    for name, dtype in frame.schema.items():
-        if name in skip or not dtype.is_float():
-            continue
+    floats = [name for name, dtype in frame.schema.items() if name not in skip and dtype.is_float()]
+    if not floats:
+        return
+    # one pass over every float column finds the offenders; only those are looked at row by row
+    counts = frame.select((pl.col(floats).abs() > FLOAT32_MAX).sum()).row(0, named=True)
+    for name in (n for n in floats if counts[n]):
         bad = frame.select(pl.arg_where(pl.col(name).abs() > FLOAT32_MAX)).to_series()
         if bad.len():
             rows = ", ".join(str(r + 1) for r in bad.head(max_rows).to_list()) + (", ..." if bad.len() > max_rows else "")
