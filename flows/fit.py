@@ -52,7 +52,8 @@ def fit_matrices(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_cla
                               spec.model_copy(update={"xgboost": xgboost}), matrices, task_type, n_classes or None)
             refit = tuned_xgboost(xgboost, tuned)
         model = run_stage(stages, "train", train_task, matrices, task_type, n_classes or None, refit, spec.seed,
-                          artifacts, tuned, spec.compute if spec.compute.engine == "dask" else None)
+                          artifacts, tuned, spec.compute if spec.compute.engine == "dask" else None,
+                          spec.compute.external_memory)
     return Fit(model=model, stages=stages, device=xgboost.device, concurrency=slot)
 
 

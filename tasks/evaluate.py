@@ -12,7 +12,7 @@ from prefect.artifacts import create_table_artifact
 from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.boosting import load_booster, load_matrix
-from trainpipe.matrices import read_matrix
+from trainpipe.outofcore import part_partitions, predict_partitions, read_labels
 from trainpipe.metrics import METRICS, baseline_predictions, compute_metrics
 from trainpipe.results import Evaluation, FittedModel, Matrices
 from trainpipe.scoring import write_holdout
@@ -82,9 +82,10 @@ def evaluate_task(matrices: Matrices, model: FittedModel, task_type: TaskType, n
     started = time.perf_counter()
     folder = current_stage_dir("evaluate")
     booster = load_booster(storage.read_bytes(model.model_uri))
-    test = read_matrix(matrices.uris["test"])
-    train_labels = read_matrix(matrices.uris["train"]).get_column(LABEL).to_numpy()
-    labels, pred, baseline = holdout_scores(booster, test, train_labels, task_type, n_classes, matrices.feature_types)
+    # Scored one partition at a time and only the label column of the training part read: the same numbers as
+    # scoring the whole part (prediction is row by row), in the memory of one partition.
+    labels, pred = predict_partitions(booster, part_partitions(matrices, "test"), matrices.feature_types)
+    baseline = baseline_predictions(task_type, read_labels(part_partitions(matrices, "train")), len(labels), n_classes)
     result = holdout_report(task_type, labels, pred, baseline, feature_importance(booster, matrices.features))
     holdout_uri = storage.join(folder, "holdout.parquet")
     digest = write_holdout(holdout_uri, labels, pred, baseline)

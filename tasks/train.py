@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -11,6 +12,7 @@ from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.boosting import booster_params, model_bytes, training_matrix
 from trainpipe.matrices import read_matrix
+from trainpipe.outofcore import cache_bytes, cache_folder, external_matrix, part_partitions, use_external_memory
 from trainpipe.results import FittedModel, Matrices, Tuned
 from trainpipe.spec import ComputeSpec, TaskType, XGBoostSpec
 
@@ -62,6 +64,33 @@ def refit_booster(
     return xgb.train(params, stacked, num_boost_round=rounds, verbose_eval=False)
 
 
+def fit_external(matrices: Matrices, params: dict[str, Any], xgboost: XGBoostSpec) -> tuple[xgb.Booster, dict[str, Any]]:
+    """Fit with early stopping from `ExtMemQuantileDMatrix`es fed one partition at a time (validation shares the
+    training bins); the refit, when asked, streams training + validation partitions the same way."""
+    import xgboost as xgb
+
+    types, max_bin = matrices.feature_types, params["max_bin"]
+    train_uris, valid_uris = part_partitions(matrices, "train"), part_partitions(matrices, "valid")
+    on_host = params.get("device") == "cuda"  # a GPU caches pages in host memory; the CPU on local disk
+    with cache_folder() as cache:
+        dtrain, train_it = external_matrix(train_uris, types, max_bin, os.path.join(cache, "train"), on_host=on_host)
+        dvalid, valid_it = external_matrix(valid_uris, types, max_bin, os.path.join(cache, "valid"), ref=dtrain,
+                                           on_host=on_host)
+        booster, info = fit_booster(dtrain, dvalid, params, xgboost.num_boost_round, xgboost.early_stopping_rounds)
+        info["external_memory"] = {
+            "train_partitions": len(train_uris), "valid_partitions": len(valid_uris),
+            "partitions_read": train_it.batches + valid_it.batches, "cache_bytes": cache_bytes(cache),
+        }
+        del dtrain, dvalid
+        info["refit_on_train_and_valid"] = bool(xgboost.refit)
+        if xgboost.refit:
+            stacked, _ = external_matrix(train_uris + valid_uris, types, max_bin, os.path.join(cache, "refit"),
+                                         on_host=on_host)
+            booster = xgb.train(params, stacked, num_boost_round=info["best_iteration"] + 1, verbose_eval=False)
+            del stacked
+    return booster, info
+
+
 @cached_stage("train", FittedModel)
 def train_task(
     matrices: Matrices,
@@ -72,9 +101,11 @@ def train_task(
     artifacts: str,
     tuning: Optional[Tuned] = None,
     compute: Optional[ComputeSpec] = None,
+    external_memory: str = "off",
 ) -> FittedModel:
     """`tuning` (the tuning subflow's result, keyed by its fingerprint) is recorded with the model;
-    `compute.engine` dask trains over the Dask cluster on the matrices' partitions."""
+    `compute.engine` dask trains over the Dask cluster on the matrices' partitions; `external_memory`
+    (compute.external_memory: auto, on, off) streams the partitions through XGBoost's external memory."""
     started = time.perf_counter()
     folder = current_stage_dir("train")
     params = booster_params(xgboost, task_type, n_classes, seed)
@@ -85,6 +116,10 @@ def train_task(
         booster, info = fit_on_cluster(scheduler_address(compute), matrices.partitions, types, params,
                                        xgboost.num_boost_round, xgboost.early_stopping_rounds, bool(xgboost.refit))
         info["refit_on_train_and_valid"] = bool(xgboost.refit)
+        return _store_model(folder, booster, params, info, tuning, started)
+    rows = matrices.rows.get("train", 0) + matrices.rows.get("valid", 0)
+    if use_external_memory(external_memory, rows, len(types)):
+        booster, info = fit_external(matrices, params, xgboost)
         return _store_model(folder, booster, params, info, tuning, started)
     train = read_matrix(matrices.uris["train"])
     valid = read_matrix(matrices.uris["valid"])

@@ -111,6 +111,9 @@ class FittedModel(StageResult):
     validation_metric: str
     refit_on_train_and_valid: bool
     tuning: Optional[dict[str, Any]] = None
+    external_memory: Optional[dict[str, Any]] = Field(
+        default=None, description="set when trained through XGBoost's external memory: partitions read, cache bytes"
+    )
     attachments: Optional[dict[str, str]] = None
     engine: Optional[dict[str, Any]] = Field(None, description="engine dask: scheduler and workers it trained on")
 

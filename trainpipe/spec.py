@@ -371,6 +371,18 @@ class ComputeSpec(_Spec):
             "reader) loads at once. Data below this size is one partition, as a single-machine run wants."
         ),
     )
+    external_memory: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        title="External memory",
+        description=(
+            "Train on data larger than memory: on feeds the feature matrix's partitions one at a time to XGBoost's "
+            "external memory (ExtMemQuantileDMatrix, its pages cached on local disk; TRAINPIPE_EXTMEM_DIR says "
+            "where) and scores the holdout partition by partition. off holds the matrices in memory (fastest). "
+            "auto: on when the float32 training + validation matrices exceed a third of the memory left to the "
+            "process (host, memory cgroup or ulimit -v, the least). For the data stages to stay within memory too, "
+            "set partition_rows small (e.g. 250000). Local engine only."
+        ),
+    )
 
 
 class TrainSpec(_Spec):

@@ -1,0 +1,194 @@
+"""Training and scoring on feature matrices larger than memory: XGBoost's external memory over the partitions.
+
+The features stage writes each part as Parquet partitions (`trainpipe.matrices`). Here an `xgboost.DataIter`
+hands XGBoost one partition per `next()` call (read with polars, features as float32, the label), so an
+`ExtMemQuantileDMatrix` holds only its histogram pages, cached on local disk, never the whole matrix; scoring
+predicts partition by partition. Which path a fit takes is `compute.external_memory` (`use_external_memory`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+import polars as pl
+
+from trainpipe import storage
+from trainpipe.matrices import partition_uris
+from trainpipe.results import Matrices
+from trainpipe.transform import LABEL
+
+if TYPE_CHECKING:
+    import xgboost as xgb
+
+# auto: external memory when the float32 training + validation matrices would take more than this share of
+# the memory left to the process (the in-memory fit peaks at about 3x the float32 matrix: frame, array, bins).
+AUTO_MEMORY_FRACTION = 1 / 3
+CACHE_DIR_ENV = "TRAINPIPE_EXTMEM_DIR"
+
+
+def _read_first_int(path: str) -> Optional[int]:
+    try:
+        text = Path(path).read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+    return None if text == "max" else int(text)
+
+
+def _cgroup_room() -> Optional[int]:
+    """Bytes the process's memory cgroup has left (limit - usage), or None without a limit."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2
+            base = f"/sys/fs/cgroup{path}"
+            limit, used = _read_first_int(f"{base}/memory.max"), _read_first_int(f"{base}/memory.current")
+        elif "memory" in controllers.split(","):  # cgroup v1
+            base = f"/sys/fs/cgroup/memory{path}"
+            limit = _read_first_int(f"{base}/memory.limit_in_bytes")
+            used = _read_first_int(f"{base}/memory.usage_in_bytes")
+        else:
+            continue
+        if limit is not None and limit < 1 << 60:  # v1 writes "no limit" as a huge number
+            return max(limit - (used or 0), 0)
+    return None
+
+
+def available_memory() -> int:
+    """Bytes this process can still take: the least of the host's available memory, its memory cgroup's room
+    and its address-space limit (`ulimit -v`) less what it maps already."""
+    import resource
+
+    import psutil
+
+    room = [psutil.virtual_memory().available]
+    cgroup = _cgroup_room()
+    if cgroup is not None:
+        room.append(cgroup)
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        room.append(max(soft - psutil.Process().memory_info().vms, 0))
+    return min(room)
+
+
+def matrix_bytes(rows: int, features: int) -> int:
+    """Bytes of a float32 feature matrix."""
+    return rows * features * 4
+
+
+def use_external_memory(mode: str, rows: int, features: int, available: Optional[int] = None) -> bool:
+    """Whether a fit on `rows` (training + validation) x `features` takes the external-memory path."""
+    if mode in ("on", "off"):
+        return mode == "on"
+    room = available_memory() if available is None else available
+    return matrix_bytes(rows, features) > AUTO_MEMORY_FRACTION * room
+
+
+def read_partition(uri: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One partition: float32 features, the label, the feature names."""
+    frame = storage.read_parquet(uri)
+    names = [c for c in frame.columns if c != LABEL]
+    return frame.select(names).cast(pl.Float32).to_numpy(), frame.get_column(LABEL).to_numpy(), names
+
+
+def _xgb_iter_base() -> type:
+    import xgboost as xgb
+
+    return xgb.DataIter
+
+
+def partition_iter(uris: list[str], feature_types: list[str], cache_prefix: str, on_host: bool = False) -> Any:
+    """An `xgboost.DataIter` over partitions, one per `next()`; `.batches` counts the partitions handed over."""
+
+    class PartitionIter(_xgb_iter_base()):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.uris, self.position, self.batches = list(uris), 0, 0
+            super().__init__(cache_prefix=cache_prefix, release_data=True, on_host=on_host)
+
+        def next(self, input_data: Callable[..., None]) -> bool:
+            if self.position == len(self.uris):
+                return False
+            features, label, names = read_partition(self.uris[self.position])
+            input_data(data=features, label=label, feature_names=names, feature_types=feature_types)
+            self.position += 1
+            self.batches += 1
+            return True
+
+        def reset(self) -> None:
+            self.position = 0
+
+    return PartitionIter()
+
+
+@contextmanager
+def cache_folder() -> Iterator[str]:
+    """A local folder for XGBoost's page cache (`TRAINPIPE_EXTMEM_DIR` or the temp dir), removed afterwards."""
+    root = os.environ.get(CACHE_DIR_ENV) or None
+    if root:
+        os.makedirs(root, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="trainpipe-extmem-", dir=root)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def external_matrix(
+    uris: list[str], feature_types: list[str], max_bin: int, cache_prefix: str,
+    ref: Optional[xgb.DMatrix] = None, on_host: bool = False,
+) -> tuple[xgb.ExtMemQuantileDMatrix, Any]:
+    """An `ExtMemQuantileDMatrix` over the partitions (with `ref`, sharing its bin edges) and its iterator."""
+    import xgboost as xgb
+
+    it = partition_iter(uris, feature_types, cache_prefix, on_host=on_host)
+    matrix = xgb.ExtMemQuantileDMatrix(it, missing=np.nan, max_bin=max_bin, ref=ref, enable_categorical=True)
+    return matrix, it
+
+
+def cache_bytes(folder: str) -> int:
+    """Bytes of XGBoost's page cache under a folder."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def predict_partitions(booster: xgb.Booster, uris: list[str], feature_types: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and predictions of a part, scored one partition at a time (never the whole part in memory)."""
+    import xgboost as xgb
+
+    labels, preds = [], []
+    for uri in uris:
+        features, label, names = read_partition(uri)
+        matrix = xgb.DMatrix(features, feature_names=names, feature_types=feature_types, enable_categorical=True,
+                             missing=np.nan)
+        preds.append(booster.predict(matrix))
+        labels.append(label)
+        del features, matrix
+    return np.concatenate(labels), np.concatenate(preds)
+
+
+def part_partitions(matrices: Matrices, part: str) -> list[str]:
+    """A part's partition URIs: as the features stage recorded them, or listed from its folder."""
+    return matrices.partitions.get(part) or partition_uris(matrices.uris[part])
+
+
+def read_labels(uris: list[str]) -> np.ndarray:
+    """The label column of a part's partitions only."""
+    return np.concatenate([pl.read_parquet(_local_or_bytes(u), columns=[LABEL]).get_column(LABEL).to_numpy()
+                           for u in uris])
+
+
+def _local_or_bytes(uri: str) -> Any:
+    import io
+
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, path = storage.get_fs(uri)
+    return path if isinstance(fs, LocalFileSystem) else io.BytesIO(storage.read_bytes(uri))
