@@ -12,8 +12,8 @@ from prefect.artifacts import create_table_artifact
 from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.boosting import load_booster, load_matrix
-from trainpipe.outofcore import part_partitions, predict_partitions, read_labels
 from trainpipe.metrics import METRICS, baseline_predictions, compute_metrics
+from trainpipe.outofcore import part_partitions, predict_partitions, read_labels
 from trainpipe.results import Evaluation, FittedModel, Matrices
 from trainpipe.scoring import write_holdout
 from trainpipe.spec import TaskType
