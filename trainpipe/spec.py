@@ -261,7 +261,8 @@ class TuningSpec(_Spec):
             "Where trials are recorded. Empty: in memory (one process). 'journal': a journal file in the artifact "
             "store's local folder. Or an Optuna storage URL, e.g. postgresql://user@host/db, so several processes "
             "share one study and a re-run resumes it. A URL with a password: env:NAME, the name of an environment "
-            "variable that holds it on the workers (never the password itself: the spec is stored and shown)."
+            "variable that holds it on the workers, or secret:NAME, a Prefect Secret block holding it (never the "
+            "password itself: the spec is stored and shown)."
         ),
     )
     study_name: Optional[str] = Field(
@@ -278,8 +279,12 @@ class TuningSpec(_Spec):
             if not value[4:].replace("_", "").isalnum():
                 raise ValueError(f"expected env:NAME with an environment variable's name, not {value!r}")
             return value
+        if value.startswith("secret:"):
+            if not value[7:] or not value[7:].replace("-", "").isalnum() or value[7:] != value[7:].lower():
+                raise ValueError(f"expected secret:NAME with a Prefect Secret block's name, not {value!r}")
+            return value
         if "://" not in value:
-            raise ValueError("expected 'journal', env:NAME or a storage URL such as postgresql://user@host/db, "
+            raise ValueError("expected 'journal', env:NAME, secret:NAME or a storage URL such as postgresql://user@host/db, "
                              f"not {value!r}")
         from urllib.parse import urlsplit
 

@@ -69,16 +69,34 @@ def open_storage(tuning: TuningSpec, artifacts: str, study_name: str) -> tuple[A
 def resolve_storage_url(storage_ref: str) -> tuple[str, str]:
     """The database URL a spec's tuning.storage names (env:NAME is read from this worker's environment) and how
     it may be shown: the reference, or the URL without its password."""
-    if not storage_ref.startswith("env:"):
+    if storage_ref.startswith("secret:"):
+        url = secret_block_value(storage_ref, storage_ref[7:])
+        name = f"the Secret block {storage_ref[7:]}"
+    elif storage_ref.startswith("env:"):
+        name = storage_ref[4:]
+        url = os.environ.get(name)
+        if not url:
+            raise TuningError(f"tuning.storage {storage_ref}: the environment variable {name} is not set on this "
+                              "worker")
+    else:
         return storage_ref, redact_url(storage_ref)
-    name = storage_ref[4:]
-    url = os.environ.get(name)
-    if not url:
-        raise TuningError(f"tuning.storage {storage_ref}: the environment variable {name} is not set on this worker")
     if "://" not in url:
         raise TuningError(f"tuning.storage {storage_ref}: {name} does not hold a storage URL such as "
                           "postgresql://user:password@host/db")
     return url, f"{storage_ref} ({redact_url(url)})"
+
+
+def secret_block_value(storage_ref: str, block_name: str) -> str:
+    """The value of a Prefect Secret block, read from the Prefect API this worker talks to."""
+    from prefect.blocks.system import Secret
+
+    try:
+        # _sync: a sync call even where a task runs inside an event loop's thread
+        value = Secret.load(block_name, _sync=True).get()
+    except ValueError:
+        raise TuningError(f"tuning.storage {storage_ref}: no Prefect Secret block named {block_name!r} on this "
+                          "worker's Prefect API (create it in the UI or with Secret(value=URL).save(NAME))") from None
+    return str(value)
 
 
 def open_database(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:

@@ -69,3 +69,23 @@ def test_planted_secrets_appear_nowhere(tmp_path: Path, penguins_csv: Path, monk
         assert not [t for t in asyncio.run(server_texts()) if secret in t]
     manifest = next(p for p in files if p.name == "manifest.json").read_text()
     assert "env:TRAINPIPE_TEST_OPTUNA_URL" in manifest  # the reference is recorded, not the URL
+
+
+def test_a_storage_url_in_a_prefect_secret_block_is_used_by_reference(tmp_path: Path, penguins_csv: Path):
+    from prefect.blocks.system import Secret
+
+    from tasks.tune.study import resolve_storage_url
+    from trainpipe.errors import TuningError
+
+    block = f"trainpipe-test-{uuid.uuid4().hex[:8]}"
+    url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/test"
+    Secret(value=url).save(block, overwrite=True)
+    spec = parse_spec(spec_fields(penguins_csv, tmp_path, f"secret:{block}"))
+    assert spec.tuning.storage == f"secret:{block}" and PASSWORD not in spec.model_dump_json()
+    resolved, described = resolve_storage_url(spec.tuning.storage)
+    assert resolved == url
+    assert described.startswith(f"secret:{block}") and PASSWORD not in described and "***" in described
+    with pytest.raises(TuningError, match="no Prefect Secret block named 'trainpipe-test-absent'"):
+        resolve_storage_url("secret:trainpipe-test-absent")
+    with pytest.raises(SpecError, match="secret:NAME"):
+        parse_spec(spec_fields(penguins_csv, tmp_path, "secret:Bad_Name"))
