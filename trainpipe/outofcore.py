@@ -63,20 +63,38 @@ def _cgroup_room() -> Optional[int]:
     return None
 
 
+def _proc_kib(path: str, key: str) -> Optional[int]:
+    """A `Key:  N kB` line of a /proc file, in bytes (None off Linux or when the key is absent)."""
+    try:
+        with open(path) as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _host_available() -> int:
+    """The host's available memory: MemAvailable (page cache that can be dropped counts), else free pages."""
+    available = _proc_kib("/proc/meminfo", "MemAvailable")
+    if available is not None:
+        return available
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def available_memory() -> int:
     """Bytes this process can still take: the least of the host's available memory, its memory cgroup's room
     and its address-space limit (`ulimit -v`) less what it maps already."""
     import resource
 
-    import psutil
-
-    room = [psutil.virtual_memory().available]
+    room = [_host_available()]
     cgroup = _cgroup_room()
     if cgroup is not None:
         room.append(cgroup)
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
-        room.append(max(soft - psutil.Process().memory_info().vms, 0))
+        room.append(max(soft - (_proc_kib("/proc/self/status", "VmSize") or 0), 0))
     return min(room)
 
 
