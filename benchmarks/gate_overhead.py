@@ -49,6 +49,7 @@ def measure(rows: int, rounds: int, samples: int) -> dict[str, float]:
     from tasks.drift import data_profile, drift_report
     from tasks.plots import plot_data
     from trainpipe.promotion import paired_bootstrap
+    from trainpipe.spec import PromotionSpec
 
     frame = make_frame(rows)
     cut = int(rows * 0.8)
@@ -68,7 +69,7 @@ def measure(rows: int, rounds: int, samples: int) -> dict[str, float]:
     out = {"train": train_s}
     for metric, larger in (("auc", True), ("logloss", False)):
         out[f"gate_{metric}"], _ = timed(lambda m=metric, g=larger: paired_bootstrap(
-            "binary", m, g, labels, ours, theirs, samples, 0.95, seed=0))
+            "binary", m, g, labels, ours, theirs, samples, 0.95, seed=0, max_rows=PromotionSpec().bootstrap_rows))
     out["drift"], _ = timed(lambda: drift_report(data_profile(train, ["y"]), train, ["y"]))
     out["plots"], _ = timed(lambda: plot_data("binary", labels, np.asarray(ours), ["0", "1"]))
     return out

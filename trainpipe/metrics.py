@@ -71,6 +71,30 @@ class Scorer:
         values = self._auc(w) if self.metric == "auc" else self._mean_based(w)
         return values if batch else float(values[0])
 
+    def influence(self) -> np.ndarray:
+        """Per-row influence values of the metric (each row counted once): the metric's first-order change when
+        one row's weight grows, so that its sampling variance is about var(influence) / n (for AUC, DeLong's
+        placement values; for RMSE and R², the delta method). The gate's normal interval on large holdouts."""
+        n = len(self.labels)
+        if self.metric == "auc":
+            if not hasattr(self, "placement"):
+                self._placements()
+            pos = self.is_positive
+            n_pos, n_neg = pos.sum(), n - pos.sum()
+            if not (n_pos and n_neg):
+                return np.full(n, np.nan)
+            return (self.placement - self.auc_all) * (pos * n / n_pos + (1 - pos) * n / n_neg)
+        mean = float(self.row.mean()) if n else float("nan")
+        if self.metric == "rmse":
+            return (self.row - mean) / (2 * np.sqrt(mean)) if mean > 0 else np.zeros(n)
+        if self.metric == "r2":
+            spread = (self.labels - self.labels.mean()) ** 2
+            variance = float(spread.mean())
+            if variance <= 0:
+                return np.full(n, np.nan)
+            return -(self.row - mean) / variance + mean * (spread - variance) / variance**2
+        return self.row - mean
+
     def _mean_based(self, w: np.ndarray) -> np.ndarray:
         total_weight = w.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):

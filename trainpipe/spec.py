@@ -317,18 +317,18 @@ class PromotionSpec(_Spec):
     )
     confidence: float = Field(
         default=0.95, gt=0.5, lt=1,
-        description="Confidence of the paired bootstrap interval of the metric difference; its lower end must "
-                    "be above zero (no regression).",
+        description="Confidence of the interval of the metric difference (paired bootstrap, or normal on large "
+                    "holdouts); its lower end must be above zero (no regression).",
     )
     bootstrap_samples: int = Field(
         default=1000, ge=100, le=100_000, description="Bootstrap resamples of the holdout rows."
     )
     bootstrap_rows: Optional[int] = Field(
-        default=50_000, ge=1000,
+        default=10_000, ge=1000,
         description=(
-            "Largest number of holdout rows the bootstrap resamples: a bigger holdout is subsampled (seeded) and "
-            "the interval is that of this many rows — wider, so more cautious, than the whole holdout's. "
-            "Empty: every row (slower on large holdouts)."
+            "Largest holdout the paired bootstrap resamples; a bigger holdout gets the normal interval of the "
+            "paired per-row influence values over every row (DeLong's for AUC), which the bootstrap converges to "
+            "at that size, in one pass. Empty: always bootstrap (slower on large holdouts)."
         ),
     )
 

@@ -117,15 +117,52 @@ def test_gate_when_the_champion_cannot_score_the_rows(prepared):
     assert not verdict["promote"] and "cannot score this holdout" in verdict["reason"]
 
 
-def test_bootstrap_over_a_subsample_of_a_large_holdout_is_wider_not_narrower():
-    rng = np.random.default_rng(11)
-    n = 30_000
+def _pair(task: str, n: int, seed: int = 11):
+    """Labels and two correlated models' predictions, the first slightly better."""
+    rng = np.random.default_rng(seed)
+    if task == "regression":
+        labels = rng.normal(size=n) * 3
+        noise = rng.normal(size=n)
+        return labels, labels + noise + rng.normal(size=n) * 0.3, labels + noise + rng.normal(size=n) * 0.5
+    if task == "multiclass":
+        labels = rng.integers(0, 3, size=n).astype(float)
+        base = rng.random((n, 3))
+        ours, theirs = base.copy(), base.copy()
+        ours[np.arange(n), labels.astype(int)] += 0.6
+        theirs[np.arange(n), labels.astype(int)] += 0.5
+        return labels, ours / ours.sum(axis=1, keepdims=True), theirs / theirs.sum(axis=1, keepdims=True)
     labels = (rng.random(n) < 0.3).astype(float)
-    ours = np.clip(labels * 0.3 + rng.random(n) * 0.7, 0, 1)
-    theirs = np.clip(labels * 0.28 + rng.random(n) * 0.72, 0, 1)
-    full = paired_bootstrap("binary", "auc", True, labels, ours, theirs, 300, 0.95, seed=1)
-    sub = paired_bootstrap("binary", "auc", True, labels, ours, theirs, 300, 0.95, seed=1, max_rows=5_000)
-    assert (full["rows_resampled"], sub["rows_resampled"]) == (n, 5_000)
-    assert full["improvement"] == sub["improvement"]  # the observed difference uses every row
-    assert full["auc_resamples"] == "linearised" and sub["auc_resamples"] == "exact"
-    assert sub["ci_high"] - sub["ci_low"] > 1.5 * (full["ci_high"] - full["ci_low"])
+    common = rng.random(n) * 0.7
+    ours = np.clip(labels * 0.3 + common + rng.random(n) * 0.05, 0, 1)
+    theirs = np.clip(labels * 0.27 + common + rng.random(n) * 0.05, 0, 1)
+    return labels, ours, theirs
+
+
+@pytest.mark.parametrize(("task", "metric", "larger"), [
+    ("binary", "auc", True), ("binary", "logloss", False), ("binary", "accuracy", True),
+    ("multiclass", "mlogloss", False), ("regression", "rmse", False), ("regression", "mae", False),
+    ("regression", "r2", True),
+])
+def test_normal_interval_of_a_large_holdout_agrees_with_the_full_bootstrap(task, metric, larger):
+    """Over `max_rows` rows the gate takes the normal interval of the paired influence values over every row:
+    the same interval, within the bootstrap's own noise, as a paired bootstrap over every row."""
+    n = 20_000
+    labels, ours, theirs = _pair(task, n)
+    boot = paired_bootstrap(task, metric, larger, labels, ours, theirs, 2000, 0.95, seed=1)
+    fast = paired_bootstrap(task, metric, larger, labels, ours, theirs, 2000, 0.95, seed=1, max_rows=5_000)
+    assert (boot["interval"], fast["interval"]) == ("bootstrap", "normal")
+    assert boot["rows_resampled"] == n and fast["rows"] == n
+    assert fast["improvement"] == boot["improvement"]  # the observed difference uses every row either way
+    width = boot["ci_high"] - boot["ci_low"]
+    assert width > 0
+    assert fast["ci_high"] - fast["ci_low"] == pytest.approx(width, rel=0.12)
+    assert fast["ci_low"] == pytest.approx(boot["ci_low"], abs=0.15 * width)
+    assert fast["ci_high"] == pytest.approx(boot["ci_high"], abs=0.15 * width)
+
+
+def test_normal_interval_is_nan_when_the_metric_is_undefined():
+    labels = np.zeros(20_000)  # one class only: no AUC
+    scores = np.random.default_rng(0).random(20_000)
+    evidence = paired_bootstrap("binary", "auc", True, labels, scores, np.full(20_000, 0.5), 200, 0.95, seed=1,
+                                max_rows=5_000)
+    assert evidence["interval"] == "normal" and np.isnan(evidence["ci_low"]) and np.isnan(evidence["ci_high"])
