@@ -74,13 +74,18 @@ PROFILE_ROWS = 200_000
 
 
 def profile_rows(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.sample(n=PROFILE_ROWS, seed=0) if frame.height > PROFILE_ROWS else frame
+    """A seeded sample of `PROFILE_ROWS` rows, kept in row order (a sorted gather: a third of `sample`'s time)."""
+    if frame.height <= PROFILE_ROWS:
+        return frame
+    picks = np.random.default_rng(0).choice(frame.height, size=PROFILE_ROWS, replace=False)
+    return frame[np.sort(picks)]
 
 
-def data_profile(frame: pl.DataFrame, skip: list[str]) -> dict[str, Any]:
-    """Profile of every column but those in `skip` (the target, ids); `rows` counts the whole frame."""
+def data_profile(frame: pl.DataFrame, skip: list[str], rows: Optional[int] = None) -> dict[str, Any]:
+    """Profile of every column but those in `skip` (the target, ids); `rows` counts the whole frame. A frame of
+    more than `PROFILE_ROWS` rows is sampled; one already sampled (`profile_rows`) comes with its `rows`."""
     sample = profile_rows(frame)
-    return {"rows": frame.height, "profiled_rows": sample.height,
+    return {"rows": frame.height if rows is None else rows, "profiled_rows": sample.height,
             "columns": {c: column_profile(sample.get_column(c)) for c in frame.columns if c not in skip}}
 
 
@@ -93,10 +98,13 @@ def psi(expected: list[float], actual: list[float]) -> float:
 
 def column_drift(reference: dict[str, Any], series: pl.Series) -> dict[str, Any]:
     """PSI, null-rate change and category changes of `series` against a reference column profile."""
-    current = column_profile(series, reference["kind"])
+    numeric = reference["kind"] == "numeric"
+    # a numeric column is binned on the reference's edges below: its own deciles would go unused
+    current = {"null_rate": series.null_count() / series.len() if series.len() else 0.0} if numeric \
+        else column_profile(series, reference["kind"])
     out: dict[str, Any] = {"null_rate_before": reference["null_rate"], "null_rate_now": current["null_rate"],
                            "null_rate_change": current["null_rate"] - reference["null_rate"]}
-    if reference["kind"] == "numeric":
+    if numeric:
         values = series.drop_nulls()
         numbers = (values.to_physical() if values.dtype.is_temporal() else values).cast(
             pl.Float64, strict=False).drop_nulls().to_numpy()
@@ -114,11 +122,13 @@ def shift_label(value: float) -> str:
     return "large" if value > PSI_LARGE else "moderate" if value > PSI_MODERATE else "stable"
 
 
-def drift_report(reference: dict[str, Any], frame: pl.DataFrame, skip: list[str]) -> dict[str, Any]:
-    """Per-column drift of `frame` against a reference data profile, largest shift first."""
+def drift_report(reference: dict[str, Any], frame: pl.DataFrame, skip: list[str],
+                 rows: Optional[int] = None) -> dict[str, Any]:
+    """Per-column drift of `frame` against a reference data profile, largest shift first (`rows` as in
+    `data_profile`)."""
     columns = {}
     present = set(frame.columns)
-    rows, frame = frame.height, profile_rows(frame)
+    rows, frame = (frame.height if rows is None else rows), profile_rows(frame)
     for name, ref in reference["columns"].items():
         if name in skip:
             continue
@@ -146,8 +156,10 @@ def drift_task(run: RunContext, champion_version: Optional[int]) -> Drift:
     """This run's training-data profile, and its drift against the champion's when there is one."""
     skip = [run.spec.target, *run.spec.id_columns]
     train = storage.read_parquet(run.parts.uris["train"])
+    rows, sample = train.height, profile_rows(train)  # sampled once for the profile and the report
+    del train
     reference = champion_profile(run.artifacts, run.spec.name, champion_version)
     report = None
     if reference is not None:
-        report = {"champion_version": champion_version, **drift_report(reference, train, skip)}
-    return Drift(profile=data_profile(train, skip), report=report)
+        report = {"champion_version": champion_version, **drift_report(reference, sample, skip, rows)}
+    return Drift(profile=data_profile(sample, skip, rows), report=report)
