@@ -50,6 +50,10 @@ def ask_batch(study: optuna.Study, size: int, distributions: dict[str, BaseDistr
     for _ in range(size):
         with warnings.catch_warnings():  # trials record heartbeats themselves (run_trial), not via optimize()
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            # The owner goes on the trial as it is created (a queued trial that ask() takes up), so a process
+            # killed while sampling leaves no RUNNING trial without one; set again in case another process
+            # sharing the study took this queued trial up and ours is another.
+            study.enqueue_trial({}, user_attrs={OWNER_ATTR: owner})
             trial = study.ask(distributions)
         trial.set_user_attr(OWNER_ATTR, owner)
         batch.append((trial, {**trial.params, **fixed}))

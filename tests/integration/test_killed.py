@@ -6,11 +6,18 @@ killed with SIGKILL, never a raised exception standing in for one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
 
 from flows.train import train_flow
 from trainpipe import audit, registry
@@ -62,3 +69,164 @@ def test_a_run_sigkilled_between_commit_and_audit_record_is_repaired_by_the_next
     assert changed["version"] == 2
     assert registry.claimed_versions(artifacts, "penguins") == [1, 2]
     assert registry.verify_registry(artifacts, "penguins") == []
+
+
+# --- SIGKILL during tuning and during training, then the same command again ----------------------------
+
+KILL_SPEC = """\
+name: killed
+data: {{uris: ["{data}"]}}
+target: y
+task: binary
+seed: 5
+xgboost: {{num_boost_round: 150, early_stopping_rounds: 20, learning_rate: 0.03, max_depth: 6, nthread: 2}}
+tuning: {{trials: 4, parallelism: 2, pruner: none, storage: journal,
+          search_space: {{learning_rate: 0.03, max_depth: {{low: 4, high: 6}}}}}}
+artifacts: "{artifacts}"
+"""
+
+DATA_STAGES = ("ingest", "validate", "split", "features")
+
+
+@pytest.fixture(scope="module")
+def kill_data(tmp_path_factory) -> Path:
+    """A noisy binary task large enough that a trial and the final fit take seconds, not milliseconds."""
+    rng = np.random.default_rng(11)
+    n = 20_000
+    x = rng.normal(size=(n, 8))
+    logit = np.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2] - 0.5 * x[:, 3] ** 2 + 0.3 * x[:, 4] + rng.normal(0, 1.0, n)
+    path = tmp_path_factory.mktemp("killdata") / "noisy.csv"
+    frame = pl.DataFrame({f"x{i}": x[:, i] for i in range(8)}).with_columns(y=pl.Series(logit > 0))
+    frame.write_csv(path)
+    return path
+
+
+def write_spec(folder: Path, data: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / "spec.yaml"
+    spec.write_text(KILL_SPEC.format(data=data, artifacts=folder / "art"))
+    return spec
+
+
+def train_cli(spec: Path, log: Path) -> subprocess.Popen:
+    """`trainpipe train SPEC --json` in its own process group, against this session's Prefect server."""
+    return subprocess.Popen([sys.executable, "-m", "trainpipe", "train", str(spec), "--json"], cwd=ROOT,
+                            env=server_env(), stdout=open(log.with_suffix(".out"), "w"),
+                            stderr=open(log.with_suffix(".err"), "w"), start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, log: Path) -> dict:
+    assert proc.wait(timeout=300) == 0, log.with_suffix(".err").read_text()[-3000:]
+    return json.loads(log.with_suffix(".out").read_text())
+
+
+def wait_then_kill(proc: subprocess.Popen, log: Path, ready, what: str) -> None:
+    """Poll until `ready()` holds, then SIGKILL the whole process group (a deadline only guards a hung run)."""
+    deadline = time.monotonic() + 240
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended ({proc.returncode}) before {what}: "
+                        f"{log.with_suffix('.err').read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"never saw {what}")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+
+
+def journal_trials(artifacts: Path) -> list:
+    """The trials of the one study in the store's journal, as the killed process left them."""
+    import optuna
+
+    journals = list((artifacts / "tuning").glob("*.journal"))
+    if not journals:
+        return []
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journals[0])))
+    studies = storage.get_all_studies()
+    return storage.get_all_trials(studies[0]._study_id, deepcopy=True) if studies else []
+
+
+def states(trials: list) -> list[str]:
+    return [t.state.name for t in trials]
+
+
+def model_sha(result: dict) -> str:
+    return hashlib.sha256((Path(result["uri"]) / "model.ubj").read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, kill_data: Path) -> dict:
+    """The same spec run once, start to end, in a fresh store: what a killed and resumed run must match."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    log = folder / "run"
+    result = finish(train_cli(write_spec(folder, kill_data), log), log)
+    return {"result": result, "sha": model_sha(result), "trials": journal_trials(folder / "art")}
+
+
+def test_a_run_sigkilled_during_tuning_resumes_its_study_and_ends_with_the_same_model(
+        tmp_path: Path, kill_data: Path, uninterrupted: dict):
+    spec, artifacts = write_spec(tmp_path, kill_data), tmp_path / "art"
+
+    def one_trial_finished_and_the_next_running() -> bool:
+        try:
+            found = states(journal_trials(artifacts))
+        except (ValueError, KeyError, IndexError):  # a journal line half-written as we read it
+            return False
+        return "COMPLETE" in found and "RUNNING" in found
+
+    proc = train_cli(spec, tmp_path / "killed")
+    wait_then_kill(proc, tmp_path / "killed", one_trial_finished_and_the_next_running, "a finished trial")
+    before = journal_trials(artifacts)
+    finished_before = {t.number: t.value for t in before if t.state.name == "COMPLETE"}
+    running_at_kill = [t.number for t in before if t.state.name == "RUNNING"]
+    assert finished_before and running_at_kill
+    assert not list(artifacts.glob("cache/tune/*/_SUCCESS")) and not list(artifacts.glob("models/*/versions/*"))
+
+    resumed = finish(train_cli(spec, tmp_path / "resumed"), tmp_path / "resumed")
+
+    assert all(resumed["stages"][s]["cached"] for s in DATA_STAGES), resumed["stages"]
+    assert not resumed["stages"]["tune"]["cached"] and not resumed["stages"]["train"]["cached"]
+    after = journal_trials(artifacts)
+    # the trials finished before the kill are kept, not run again; the killed ones are failed as abandoned
+    assert {t.number: t.value for t in after if t.number in finished_before} == finished_before
+    assert set(resumed["tuning"]["trials_this_run"]).isdisjoint(finished_before)
+    assert all(after[n].state.name == "FAIL" and after[n].user_attrs["abandoned"] for n in running_at_kill)
+    assert resumed["tuning"]["counts"]["complete"] == 4
+    # and the study went on as if uninterrupted: the same parameters and values, the same model bytes
+    complete = [(t.params, t.value) for t in after if t.state.name == "COMPLETE"]
+    assert complete == [(t.params, t.value) for t in uninterrupted["trials"] if t.state.name == "COMPLETE"]
+    assert resumed["tuning"]["best_params"] == uninterrupted["result"]["tuning"]["best_params"]
+    assert model_sha(resumed) == uninterrupted["sha"]
+    assert resumed["version"] == 1 and registry.verify_registry(str(artifacts), "killed") == []
+
+
+def test_a_run_sigkilled_during_training_resumes_from_its_cached_stages_and_ends_with_the_same_model(
+        tmp_path: Path, kill_data: Path, uninterrupted: dict):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter
+
+    spec, artifacts = write_spec(tmp_path, kill_data), tmp_path / "art"
+
+    def training() -> bool:
+        if not list(artifacts.glob("cache/tune/*/_SUCCESS")):
+            return False
+        with get_client(sync_client=True) as client:  # the train task is RUNNING on the server
+            runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+                name={"like_": "train-"}, state={"type": {"any_": ["RUNNING"]}}))  # task runs are "train-<id>"
+            return any(r.name.startswith("train-") and client.read_flow_run(r.flow_run_id).parameters["spec"][
+                "artifacts"].startswith(str(artifacts)) for r in runs if r.flow_run_id)
+
+    proc = train_cli(spec, tmp_path / "killed")
+    wait_then_kill(proc, tmp_path / "killed", training, "the train stage running")
+    assert not list(artifacts.glob("cache/train/*/_SUCCESS")), "training had finished before the kill"
+    assert not list(artifacts.glob("models/*/versions/*"))
+
+    resumed = finish(train_cli(spec, tmp_path / "resumed"), tmp_path / "resumed")
+
+    assert all(resumed["stages"][s]["cached"] for s in (*DATA_STAGES, "tune")), resumed["stages"]
+    assert not resumed["stages"]["train"]["cached"]
+    assert resumed["tuning"]["trials_this_run"] == uninterrupted["result"]["tuning"]["trials_this_run"]
+    assert len(journal_trials(artifacts)) == 4  # no trial ran again
+    assert model_sha(resumed) == uninterrupted["sha"]
+    assert resumed["version"] == 1 and registry.verify_registry(str(artifacts), "killed") == []
