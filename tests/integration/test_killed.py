@@ -230,3 +230,137 @@ def test_a_run_sigkilled_during_training_resumes_from_its_cached_stages_and_ends
     assert len(journal_trials(artifacts)) == 4  # no trial ran again
     assert model_sha(resumed) == uninterrupted["sha"]
     assert resumed["version"] == 1 and registry.verify_registry(str(artifacts), "killed") == []
+
+
+# --- the Prefect server restarted during a run ------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PrefectServer:
+    """`prefect server start` as a process of its own, on a fixed port and SQLite database, to stop and start."""
+
+    def __init__(self, folder: Path):
+        self.port, self.folder = free_port(), folder
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        self.env.update(PREFECT_HOME=str(folder / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                        PREFECT_UI_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING",
+                        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{folder / 'prefect.db'}")
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        import httpx
+
+        self.starts += 1
+        log = open(self.folder / f"server-{self.starts}.log", "w")
+        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host",
+                                      "127.0.0.1", "--port", str(self.port)], env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Prefect server did not start: "
+                                   f"{(self.folder / f'server-{self.starts}.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path):
+    server = PrefectServer(tmp_path / "server")
+    server.folder.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+def flow_run_states(api_url: str) -> list[tuple[str, str]]:
+    """(flow name, state type) of every flow run on the server at `api_url`."""
+    import httpx
+
+    runs = httpx.post(f"{api_url}/flow_runs/filter", json={}, timeout=30).json()
+    flows = {f["id"]: f["name"] for f in httpx.post(f"{api_url}/flows/filter", json={}, timeout=30).json()}
+    return [(flows.get(r["flow_id"], "?"), r["state_type"]) for r in runs]
+
+
+def test_the_prefect_server_restarted_during_a_run(tmp_path: Path, kill_data: Path, own_server: PrefectServer):
+    """SIGTERM to the run's Prefect server once tuning has begun, the same server started again on its port and
+    database: the run ends either completed or marked failed/crashed on the server (measured here: completed,
+    the client retrying its API calls while the server was down; task-run events sent meanwhile are dropped
+    with an ERROR line on stderr), and a re-run completes with a committed version and a verified audit log."""
+    spec, artifacts = write_spec(tmp_path, kill_data), tmp_path / "art"
+    env = server_env(own_server.url)
+    log = tmp_path / "during"
+    proc = subprocess.Popen([sys.executable, "-m", "trainpipe", "train", str(spec), "--json"], cwd=ROOT, env=env,
+                            stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"),
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not journal_trials_safe(artifacts):  # tuning has begun: the run is well under way
+        assert proc.poll() is None, log.with_suffix(".err").read_text()[-3000:]
+        assert time.monotonic() < deadline, "tuning never started"
+        time.sleep(0.05)
+    own_server.stop()
+    down_at = time.monotonic()
+    own_server.start()  # same port, same database
+    print(f"server down for {time.monotonic() - down_at:.1f} s")
+    code = proc.wait(timeout=300)
+    err = log.with_suffix(".err").read_text()
+    states = flow_run_states(own_server.url)
+    print(f"run exited {code}; flow runs on the server: {states}; task runs: {task_run_states(own_server.url)}; "
+          f"stderr lines: {len(err.splitlines())}, tail: {err[-600:]}")
+    train_states = [s for name, s in states if name == "trainpipe-train"]
+    assert len(train_states) == 1
+    if code == 0:
+        assert train_states == ["COMPLETED"]
+        assert registry.list_versions(str(artifacts), "killed") == [1]
+    else:
+        assert train_states[0] in ("FAILED", "CRASHED"), train_states
+        assert "Traceback" not in err and "trainpipe: error:" in err
+
+    again = subprocess.run([sys.executable, "-m", "trainpipe", "train", str(spec), "--json"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    result = json.loads(again.stdout)
+    assert result["version"] == 1 and registry.list_versions(str(artifacts), "killed") == [1]
+    verified = subprocess.run([sys.executable, "-m", "trainpipe", "audit", "verify", "killed", "--artifacts",
+                               str(artifacts)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert [s for name, s in flow_run_states(own_server.url) if name == "trainpipe-train"][-1:] == ["COMPLETED"]
+
+
+def task_run_states(api_url: str) -> dict[str, int]:
+    """How many task runs the server holds per state type."""
+    import collections
+
+    import httpx
+
+    runs = httpx.post(f"{api_url}/task_runs/filter", json={}, timeout=30).json()
+    return dict(collections.Counter(r["state_type"] for r in runs))
+
+
+def journal_trials_safe(artifacts: Path) -> list:
+    try:
+        return journal_trials(artifacts)
+    except (ValueError, KeyError, IndexError):
+        return []
