@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from flows.train import train_flow  # noqa: E402
-from trainpipe import registry  # noqa: E402
-from trainpipe.spec import parse_spec  # noqa: E402
+from flows.train import train_flow
+from trainpipe import registry
+from trainpipe.spec import parse_spec
 
 
 def die_after_commit(artifacts: str, data: str, name: str, target: str) -> None:

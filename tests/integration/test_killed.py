@@ -37,12 +37,20 @@ def server_env(api_url: str | None = None) -> dict[str, str]:
     return env
 
 
+def audit_verify(artifacts: str, name: str, env: dict[str, str]) -> int:
+    """`trainpipe audit verify NAME`'s exit code (its output is shown when it fails)."""
+    done = subprocess.run([sys.executable, "-m", "trainpipe", "audit", "verify", name, "--artifacts", artifacts],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    print(done.stdout, done.stderr)
+    return done.returncode
+
+
 def test_a_run_sigkilled_between_commit_and_audit_record_is_repaired_by_the_next_run(tmp_path: Path,
                                                                                       penguins_csv: Path):
     artifacts = str(tmp_path / "art")
     killed = subprocess.run([sys.executable, str(HERE / "killed_worker.py"), "after-commit", artifacts,
                              str(penguins_csv), "penguins", "species"],
-                            cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=300)
+                            cwd=ROOT, env=server_env(), check=False, capture_output=True, text=True, timeout=300)
 
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert registry.list_versions(artifacts, "penguins") == [1]  # committed ...
@@ -59,10 +67,7 @@ def test_a_run_sigkilled_between_commit_and_audit_record_is_repaired_by_the_next
     events = [(r["event"], r.get("version")) for r in audit.read_log(artifacts, "penguins")]
     assert events == [("version_published", 1), ("gate_verdict", 1), ("alias_moved", 1)]
     assert registry.champion(artifacts, "penguins") == 1
-    verified = subprocess.run([sys.executable, "-m", "trainpipe", "audit", "verify", "penguins",
-                               "--artifacts", artifacts], cwd=ROOT, env=server_env(), capture_output=True,
-                              text=True, timeout=120)
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert audit_verify(artifacts, "penguins", server_env()) == 0
 
     # no number was skipped or claimed twice: the next, different model is version 2
     changed = train_flow(spec.model_copy(update={"seed": 7}))
@@ -110,9 +115,13 @@ def write_spec(folder: Path, data: Path) -> Path:
 
 def train_cli(spec: Path, log: Path) -> subprocess.Popen:
     """`trainpipe train SPEC --json` in its own process group, against this session's Prefect server."""
-    return subprocess.Popen([sys.executable, "-m", "trainpipe", "train", str(spec), "--json"], cwd=ROOT,
-                            env=server_env(), stdout=open(log.with_suffix(".out"), "w"),
-                            stderr=open(log.with_suffix(".err"), "w"), start_new_session=True)
+    return spawn([sys.executable, "-m", "trainpipe", "train", str(spec), "--json"], log, server_env())
+
+
+def spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A child in its own process group, stdout and stderr to LOG.out and LOG.err."""
+    with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True)
 
 
 def finish(proc: subprocess.Popen, log: Path) -> dict:
@@ -204,7 +213,7 @@ def test_a_run_sigkilled_during_tuning_resumes_its_study_and_ends_with_the_same_
 def test_a_run_sigkilled_during_training_resumes_from_its_cached_stages_and_ends_with_the_same_model(
         tmp_path: Path, kill_data: Path, uninterrupted: dict):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import TaskRunFilter
+    from prefect.client.schemas.filters import FlowFilter, TaskRunFilter
 
     spec, artifacts = write_spec(tmp_path, kill_data), tmp_path / "art"
 
@@ -228,6 +237,10 @@ def test_a_run_sigkilled_during_training_resumes_from_its_cached_stages_and_ends
     assert not resumed["stages"]["train"]["cached"]
     assert resumed["tuning"]["trials_this_run"] == uninterrupted["result"]["tuning"]["trials_this_run"]
     assert len(journal_trials(artifacts)) == 4  # no trial ran again
+    with get_client(sync_client=True) as client:  # nothing reported the killed run's end: still Running
+        runs = [r for r in client.read_flow_runs(flow_filter=FlowFilter(name={"any_": ["trainpipe-train"]}))
+                if r.parameters["spec"]["artifacts"].startswith(str(artifacts))]
+    assert sorted(r.state_type.value for r in runs) == ["COMPLETED", "RUNNING"]
     assert model_sha(resumed) == uninterrupted["sha"]
     assert resumed["version"] == 1 and registry.verify_registry(str(artifacts), "killed") == []
 
@@ -260,10 +273,10 @@ class PrefectServer:
         import httpx
 
         self.starts += 1
-        log = open(self.folder / f"server-{self.starts}.log", "w")
-        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host",
-                                      "127.0.0.1", "--port", str(self.port)], env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.folder / f"server-{self.starts}.log", "w") as log:
+            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host",
+                                          "127.0.0.1", "--port", str(self.port)], env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 180
         while True:
             try:
@@ -312,9 +325,7 @@ def test_the_prefect_server_restarted_during_a_run(tmp_path: Path, kill_data: Pa
     spec, artifacts = write_spec(tmp_path, kill_data), tmp_path / "art"
     env = server_env(own_server.url)
     log = tmp_path / "during"
-    proc = subprocess.Popen([sys.executable, "-m", "trainpipe", "train", str(spec), "--json"], cwd=ROOT, env=env,
-                            stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"),
-                            start_new_session=True)
+    proc = spawn([sys.executable, "-m", "trainpipe", "train", str(spec), "--json"], log, env)
     deadline = time.monotonic() + 240
     while not journal_trials_safe(artifacts):  # tuning has begun: the run is well under way
         assert proc.poll() is None, log.with_suffix(".err").read_text()[-3000:]
@@ -339,13 +350,11 @@ def test_the_prefect_server_restarted_during_a_run(tmp_path: Path, kill_data: Pa
         assert "Traceback" not in err and "trainpipe: error:" in err
 
     again = subprocess.run([sys.executable, "-m", "trainpipe", "train", str(spec), "--json"], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)
+                           check=False, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     result = json.loads(again.stdout)
     assert result["version"] == 1 and registry.list_versions(str(artifacts), "killed") == [1]
-    verified = subprocess.run([sys.executable, "-m", "trainpipe", "audit", "verify", "killed", "--artifacts",
-                               str(artifacts)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert audit_verify(str(artifacts), "killed", env) == 0
     assert [s for name, s in flow_run_states(own_server.url) if name == "trainpipe-train"][-1:] == ["COMPLETED"]
 
 
