@@ -14,6 +14,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 SAMPLER = "TPESampler (multivariate; per-trial seed from spec seed and trial number)"
 
+# User attribute of a trial whose process died while running it (SIGKILL, OOM, a lost machine), set when a
+# later run finds it: such a trial is failed and gives up its place, and its number, to the next trial asked.
+ABANDONED_ATTR = "abandoned"
+
 
 # Pruning waits for this many finished trials, and for a fifth of the rounds (at least 10): early
 # rounds mostly measure the learning rate, so pruning at round 10 drops slow but good learners.
@@ -37,6 +41,9 @@ class TrialSeededSampler(BaseSampler):
     A single seeded sampler draws from one random stream in ask order; here no stream is
     shared, so neither the order of asks nor another process asking from the same study
     shifts a trial's draws (two processes with one seed do not repeat each other's trials).
+    n is the trial's number less the abandoned trials before it (`ABANDONED_ATTR`): a run that
+    resumes after its process was killed mid-batch draws for the replacement of a killed trial
+    exactly what the killed trial drew, so the study goes on as if the kill had not happened.
     The parameters are modelled jointly (multivariate TPE): a good learning rate depends on
     the depth and on the row and column sampling, which independent TPE cannot see. Until
     `n_startup_trials` trials have finished, and for parameters outside the joint space
@@ -47,23 +54,31 @@ class TrialSeededSampler(BaseSampler):
         self.seed = seed
         self.n_startup_trials = n_startup_trials
 
-    def _tpe(self, trial: FrozenTrial, *parts: Any, multivariate: bool) -> TPESampler:
+    def _tpe(self, study: optuna.Study, trial: FrozenTrial, *parts: Any, multivariate: bool) -> TPESampler:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return TPESampler(seed=derived_seed(self.seed, trial.number, *parts), multivariate=multivariate,
-                              n_startup_trials=self.n_startup_trials)
+            return TPESampler(seed=derived_seed(self.seed, trial_ordinal(study, trial), *parts),
+                              multivariate=multivariate, n_startup_trials=self.n_startup_trials)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self._tpe(trial, "joint", multivariate=True).infer_relative_search_space(study, trial)
+        return self._tpe(study, trial, "joint", multivariate=True).infer_relative_search_space(study, trial)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return self._tpe(trial, "joint", multivariate=True).sample_relative(study, trial, search_space)
+        return self._tpe(study, trial, "joint", multivariate=True).sample_relative(study, trial, search_space)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        sampler = self._tpe(trial, param_name, multivariate=False)
+        sampler = self._tpe(study, trial, param_name, multivariate=False)
         return sampler.sample_independent(study, trial, param_name, param_distribution)
+
+
+def trial_ordinal(study: optuna.Study, trial: FrozenTrial) -> int:
+    """The trial's number, not counting the abandoned trials numbered before it."""
+    if trial.number == 0:
+        return 0
+    return trial.number - sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                              if t.number < trial.number and ABANDONED_ATTR in t.user_attrs)
 
 
 def warmup_rounds(num_boost_round: int) -> int:

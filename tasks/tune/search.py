@@ -13,7 +13,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from tasks.tune.sampler import FrozenHistory
-from tasks.tune.study import STALE_RUNNING_SECONDS
+from tasks.tune.study import OWNER_ATTR, STALE_RUNNING_SECONDS, fail_abandoned_trials, this_process
 from tasks.tune.trial import SearchContext
 from trainpipe.spec import TuningSpec
 
@@ -30,6 +30,7 @@ def trials_to_ask(study: optuna.Study, target: int, mine: set[int], parallelism:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # a no-op where the storage has no heartbeat
+    fail_abandoned_trials(study, mine)  # trials of a killed process of this host (a resumed run)
     now = dt.datetime.now()
     done = 0
     for t in study.get_trials(deepcopy=False):
@@ -45,10 +46,16 @@ def ask_batch(study: optuna.Study, size: int, distributions: dict[str, BaseDistr
               fixed: dict[str, Any]) -> list[tuple[optuna.Trial, dict[str, Any]]]:
     """Ask `size` trials and sample their parameters here, in order, before any of them runs."""
     batch = []
+    owner = this_process()
     for _ in range(size):
         with warnings.catch_warnings():  # trials record heartbeats themselves (run_trial), not via optimize()
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            # The owner goes on the trial as it is created (a queued trial that ask() takes up), so a process
+            # killed while sampling leaves no RUNNING trial without one; set again in case another process
+            # sharing the study took this queued trial up and ours is another.
+            study.enqueue_trial({}, user_attrs={OWNER_ATTR: owner})
             trial = study.ask(distributions)
+        trial.set_user_attr(OWNER_ATTR, owner)
         batch.append((trial, {**trial.params, **fixed}))
     return batch
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import time
 import warnings
 from typing import Any, Optional
@@ -14,7 +15,7 @@ import optuna
 from fsspec.implementations.local import LocalFileSystem
 
 from tasks.common import content_fingerprint
-from tasks.tune.sampler import TrialSeededSampler, make_pruner
+from tasks.tune.sampler import ABANDONED_ATTR, TrialSeededSampler, make_pruner
 from trainpipe import storage
 from trainpipe.errors import SpecError, TuningError
 from trainpipe.results import Matrices
@@ -22,11 +23,73 @@ from trainpipe.spec import TaskType, TrainSpec, TuningSpec
 
 # Database storages: a running trial records a heartbeat; one silent for the grace period is failed
 # (its process died) and its place in the budget is freed. Journal files have no heartbeat: there a
-# RUNNING trial of another process older than STALE_RUNNING_SECONDS is taken as abandoned.
+# RUNNING trial of another process older than STALE_RUNNING_SECONDS is taken as abandoned. On either, a
+# RUNNING trial whose owner (OWNER_ATTR: host, pid, process start) was a process of this host that is gone
+# is abandoned at once (`fail_abandoned_trials`).
 HEARTBEAT_SECONDS, HEARTBEAT_GRACE_SECONDS = 10, 60
 
 
 STALE_RUNNING_SECONDS = 3600
+
+
+OWNER_ATTR = "owner"
+
+
+def _process_start(pid: int) -> Optional[str]:
+    """The process's start time in clock ticks since boot (Linux /proc), telling a reused pid from its first
+    owner; None where /proc is not there or the process is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def this_process() -> dict[str, Any]:
+    """What a trial records about the process running it."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def owner_is_gone(owner: Any) -> bool:
+    """True only when the owner was a process of this host that no longer runs; unknown owners and other
+    hosts' processes are never taken as gone."""
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname() or not owner.get("pid"):
+        return False
+    pid = int(owner["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # another user's live process
+    started = _process_start(pid)
+    if os.path.isdir("/proc"):
+        return started is None or (owner.get("start") is not None and started != owner["start"])
+    return False
+
+
+def fail_abandoned_trials(study: optuna.Study, mine: set[int]) -> list[int]:
+    """Fail the RUNNING trials of dead processes of this host (killed mid-trial) and mark them abandoned, so
+    their places in the budget (and their numbers' draws, see TrialSeededSampler) go to the next trials."""
+    from optuna.trial import TrialState
+
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number in mine or not owner_is_gone(t.user_attrs.get(OWNER_ATTR)):
+            continue
+        owner = t.user_attrs[OWNER_ATTR]
+        message = f"abandoned: process {owner['pid']} on {owner['host']} died while running it"
+        study._storage.set_trial_user_attr(t._trial_id, ABANDONED_ATTR, True)
+        study._storage.set_trial_user_attr(t._trial_id, "error", message)
+        try:
+            study.tell(t.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError):  # another process failed or finished it meanwhile
+            continue
+        failed.append(t.number)
+    return failed
 
 
 def redact_url(url: str) -> str:

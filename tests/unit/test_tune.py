@@ -333,3 +333,60 @@ def test_tuning_storage_refuses_inline_passwords(value, accepted):
     else:
         with pytest.raises(ValidationError, match="env:"):
             TuningSpec(storage=value)
+
+
+def test_trials_of_a_killed_process_are_failed_and_their_replacements_draw_what_they_drew():
+    """A resumed study: RUNNING trials whose process (on this host) is gone are failed and marked abandoned,
+    and the trials asked in their place get the very parameters the killed ones had, so the study continues
+    as if nothing had happened; a live owner's RUNNING trial is left alone."""
+    import os
+    import subprocess
+
+    from optuna.trial import TrialState
+
+    from tasks.tune.sampler import ABANDONED_ATTR, TrialSeededSampler
+    from tasks.tune.search import ask_batch, tell_result, trials_to_ask
+    from tasks.tune.study import OWNER_ATTR, _process_start, this_process
+
+    space = {"learning_rate": FloatDistribution(0.01, 0.3, log=True), "max_depth": IntDistribution(2, 10)}
+
+    def tell_batch(study, batch):
+        for trial, params in batch:
+            tell_result(study, trial, {"state": "COMPLETE", "value": params["learning_rate"] * params["max_depth"],
+                                       "best_iteration": 1, "seconds": 0.0})
+
+    def new_study():
+        return optuna.create_study(sampler=TrialSeededSampler(seed=3, n_startup_trials=2))
+
+    plain = new_study()
+    for _ in range(3):
+        tell_batch(plain, ask_batch(plain, 2, space, {}))
+    expected = [t.params for t in plain.trials]
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid no longer runs
+    resumed = new_study()
+    tell_batch(resumed, ask_batch(resumed, 2, space, {}))
+    killed = ask_batch(resumed, 2, space, {})  # the batch a killed process was running
+    for trial, _ in killed:
+        trial.set_user_attr(OWNER_ATTR, {**this_process(), "pid": dead.pid})
+
+    assert trials_to_ask(resumed, 6, mine=set(), parallelism=2) == 2
+    states = {t.number: t.state for t in resumed.trials}
+    assert states == {0: TrialState.COMPLETE, 1: TrialState.COMPLETE, 2: TrialState.FAIL, 3: TrialState.FAIL}
+    assert all(resumed.trials[n].user_attrs[ABANDONED_ATTR] for n in (2, 3))
+    assert "died while running it" in resumed.trials[2].user_attrs["error"]
+    replacement = ask_batch(resumed, 2, space, {})
+    assert [t.number for t, _ in replacement] == [4, 5]
+    assert [params for _, params in replacement] == expected[2:4] != expected[4:6]
+    tell_batch(resumed, replacement)
+    assert [params for _, params in ask_batch(resumed, 2, space, {})] == expected[4:6]
+
+    shared = new_study()  # a RUNNING trial of a live process (another run sharing the study) is left alone
+    alive = ask_batch(shared, 1, space, {})[0][0]
+    alive.set_user_attr(OWNER_ATTR, {**this_process(), "pid": os.getppid(), "start": _process_start(os.getppid())})
+    assert trials_to_ask(shared, 6, mine=set(), parallelism=2) == 2
+    assert shared.trials[0].state == TrialState.RUNNING
+    alive.set_user_attr(OWNER_ATTR, {**this_process(), "pid": os.getppid(), "start": "1"})  # a reused pid
+    assert trials_to_ask(shared, 6, mine=set(), parallelism=2) == 2
+    assert shared.trials[0].state == TrialState.FAIL
