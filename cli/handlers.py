@@ -48,6 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         with contextlib.redirect_stdout(sys.stderr):
             result = train_flow(spec)
         print(json.dumps(result, default=str))
+        for dropped in result.get("dropped_features", []):  # also said when --json keeps stdout for the object
+            print(f"note: not a feature: {dropped['column']!r} ({dropped['reason']})", file=sys.stderr)
     elif args.verbose:
         result = train_flow(spec)
         print_train_summary(result)

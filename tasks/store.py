@@ -22,7 +22,7 @@ from trainpipe.registry import (
     PROFILE_FILE,
     complete_publication,
     find_identical,
-    publish_version,
+    publish_or_join,
     read_manifest,
     version_uri,
 )
@@ -122,10 +122,11 @@ def store_version(
             raise RegistryError(f"attachment name {filename!r} is not a plain, unused file name")
         files[filename] = storage.read_bytes(uri)
     manifest = {**manifest, "attachments": sorted(attachments or {})}
-    version, folder = publish_version(
+    version, folder, joined = publish_or_join(
         artifacts, name, files, manifest, render_card=model_card,
         render_extra=lambda full: {"model_card.html": model_card_html(full, plots).encode()})
-    return {"version": version, "uri": folder, "reused": False, "repaired": []}
+    # joined: an identical run claimed first and published it; that run records the verdict
+    return {"version": version, "uri": folder, "reused": joined, "repaired": []}
 
 
 @task(name="find-stored", **TRANSIENT_RETRIES)

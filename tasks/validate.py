@@ -316,16 +316,26 @@ def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def describe_violations(report: dict[str, Any]) -> str:
-    """One line per violation: column, check, how many rows, a few distinct examples."""
+    """One line per violation: column, check, how many rows and which (counted from 1 after the header, as
+    the ingest messages count them), a few distinct examples. Nulls that are only the values a failed
+    type coercion left behind are not reported a second time."""
+    coerced = {(v["column"], tuple(v["example_rows"])) for v in report["violations"]
+               if v["check"].startswith("coerce_dtype")}
+
     def line(v: dict[str, Any]) -> str:
-        where = v["column"] or "(table)"
+        where = f"column {v['column']!r}" if v["column"] else "(table)"
         if v["check"] == "column_in_dataframe":
-            return f"  {where}: column missing"
+            return f"  {where}: missing (the model's data contract requires it)"
         rows = f"{v['failing_rows']} row(s)" if v["failing_rows"] is not None else "the whole column"
-        examples = "; e.g. " + ", ".join(map(str, v["examples"][:3])) if v["examples"] else ""
+        if v["example_rows"]:
+            shown = ", ".join(str(r + 1) for r in v["example_rows"])
+            more = ", ..." if v["failing_rows"] is not None and v["failing_rows"] > len(v["example_rows"]) else ""
+            rows += f" (rows {shown}{more})"
+        examples = "; e.g. " + ", ".join(map(repr, v["examples"][:3])) if v["examples"] else ""
         return f"  {where}: {v['check']} fails on {rows}{examples}"
 
-    return "\n".join(line(v) for v in report["violations"])
+    return "\n".join(line(v) for v in report["violations"]
+                     if not (v["check"] == "not_nullable" and (v["column"], tuple(v["example_rows"])) in coerced))
 
 
 def _run_folder(artifacts: str) -> str:
@@ -374,6 +384,10 @@ def validate_task(
         get_run_logger().warning("%s: column(s) %s equal the target %r in every row: likely target leakage; "
                                  "drop them (drop_columns) unless that is intended", report["source"],
                                  ", ".join(repr(c) for c in report["leakage"]), target)
+    if report["new_columns"] and contract_ref is not None:
+        get_run_logger().warning("%s: column(s) %s are not in the data contract (of version %s): allowed, and "
+                                 "used as features; the new version's contract includes them", report["source"],
+                                 ", ".join(repr(c) for c in report["new_columns"]), contract_ref.version)
     if report["violations"]:
         get_run_logger().warning("validation.mode is warn: data %s breaks the data contract:\n%s",
                                  report["source"], describe_violations(report))

@@ -123,6 +123,22 @@ def append(artifacts: str, name: str, event: str, fields: dict[str, Any], attemp
     raise RuntimeError(f"could not append to {audit_uri(artifacts, name)} after {attempts} attempts")
 
 
+def append_once(artifacts: str, name: str, event: str, fields: dict[str, Any],
+                same: Callable[[dict[str, Any]], bool], attempts: int = 1000) -> tuple[dict[str, Any], bool]:
+    """Append a record unless the log already holds one that `same` accepts; (the record, whether it was
+    written now). Written only right after a log read that held none, so of two runs appending the same fact
+    at once exactly one writes it."""
+    for _ in range(attempts):
+        seq, prev, records = _snapshot(artifacts, name)
+        for record in records:
+            if record.get("event") == event and same(record):
+                return record, False
+        record = try_append_at(artifacts, name, seq + 1, prev, event, fields)
+        if record is not None:
+            return record, True
+    raise RuntimeError(f"could not append to {audit_uri(artifacts, name)} after {attempts} attempts")
+
+
 def _advance_head(artifacts: str, name: str, seq: int, sha: str) -> None:
     """Best effort: HEAD only moves forward (a racing writer may leave it one step behind)."""
     uri = storage.join(audit_uri(artifacts, name), HEAD)

@@ -200,7 +200,15 @@ def promote_version(
             latest["verdict"] = regate(current)
         return (version if latest["verdict"]["promote"] else None), latest["verdict"]
 
-    audit.append(artifacts, name, "gate_verdict", {**fields, "version": version, "verdict": verdict})
+    # Once per version: an identical run that published or found the same version at the same moment
+    # leaves the judging (and the champion move) to whichever run recorded the verdict first.
+    recorded, written = audit.append_once(artifacts, name, "gate_verdict", {**fields, "version": version,
+                                                                              "verdict": verdict},
+                                          same=lambda r: r.get("version") == version and not r.get("regated"))
+    if not written:
+        earlier = recorded.get("verdict") or {}
+        return {**verdict, **earlier, "moved": False, "audit_seq": None,
+                "reason": f"v{version} was already judged (audit record {recorded['seq']}): {earlier.get('reason')}"}
     move, final = audit.move_alias_if(artifacts, name, audit.CHAMPION, decide,
                                       {**fields, "kind": "gate", "reason": verdict["reason"]})
     if final is not verdict and final.get("champion_version") != verdict["champion_version"]:

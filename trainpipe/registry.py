@@ -13,8 +13,10 @@ champion and the other aliases are read from it, and moved on it by compare-and-
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Optional
@@ -26,6 +28,8 @@ from trainpipe.provenance import now_iso
 from trainpipe.spec import NAME_PATTERN
 
 CLAIM, COMMITTED, MANIFEST = "_CLAIM", "_COMMITTED", "manifest.json"
+ABANDONED = "_ABANDONED"  # a claim its run gave up (an identical rival won, or writing failed): never committed
+RIVAL_WAIT_S = 60.0  # how long an identical rival's uncommitted claim is waited for before it counts as dead
 PROFILE_FILE = "data_profile.json"  # the training-data profile drift compares against
 MANIFEST_FORMAT = 1
 
@@ -121,43 +125,121 @@ def find_identical(artifacts: str, name: str, identity: dict[str, str]) -> Optio
     return None
 
 
+def identity_sha256(identity: Any) -> str:
+    return storage.sha256_bytes(storage.dumps_json(identity))
+
+
 def publish_version(
     artifacts: str, name: str, files: dict[str, bytes], manifest: dict[str, Any],
     render_card: Optional[Callable[[dict[str, Any]], str]] = None,
     render_extra: Optional[Callable[[dict[str, Any]], dict[str, bytes]]] = None,
 ) -> tuple[int, str]:
     """Claim the next version number, write the files and manifest, commit, then log the publication;
-    returns (version, uri). `render_card`/`render_extra` make files from the full manifest (the card)."""
+    returns (version, uri). `render_card`/`render_extra` make files from the full manifest (the card).
+    An identical version (same `identity`) that another run claimed first is returned instead."""
+    version, folder, _ = publish_or_join(artifacts, name, files, manifest, render_card, render_extra)
+    return version, folder
+
+
+def publish_or_join(
+    artifacts: str, name: str, files: dict[str, bytes], manifest: dict[str, Any],
+    render_card: Optional[Callable[[dict[str, Any]], str]] = None,
+    render_extra: Optional[Callable[[dict[str, Any]], dict[str, bytes]]] = None,
+    rival_wait_s: float = RIVAL_WAIT_S,
+) -> tuple[int, str, bool]:
+    """`publish_version`, also saying whether the version is one an identical rival published (joined).
+
+    The claim carries the identity's hash. Two identical runs that both found no identical version claim
+    two numbers; the one holding the higher number sees the lower claim, waits for it to commit (at most
+    until that claim is `rival_wait_s` old: a run killed before its commit never does) and returns it,
+    marking its own claim abandoned. So identical runs at the same moment share one version.
+    """
     version = (claimed_versions(artifacts, name) or [0])[-1] + 1
+    run_id = manifest.get("prefect", {}).get("flow_run_id")
+    key = identity_sha256(manifest["identity"]) if manifest.get("identity") is not None else None
     # The nonce makes every claim's bytes unique: create_only tells a retried PUT of its own claim from a rival's.
-    claim = storage.dumps_json({"claimed_at": now_iso(), "flow_run_id": manifest.get("prefect", {}).get("flow_run_id"),
+    claim = storage.dumps_json({"claimed_at": now_iso(), "flow_run_id": run_id, "identity_sha256": key,
                                 "nonce": uuid.uuid4().hex})
     while not storage.create_only(storage.join(version_uri(artifacts, name, version), CLAIM), claim):
         version += 1
     folder = version_uri(artifacts, name, version)
-    hashes = {}
-    for filename, data in sorted(files.items()):
-        storage.write_bytes(storage.join(folder, filename), data)
-        hashes[filename] = storage.sha256_bytes(data)
-    full = {**manifest, "model": name, "version": version, "uri": folder, "files": hashes}
-    if render_card is not None:
-        storage.write_bytes(storage.join(folder, "model_card.md"), render_card(full).encode())
-    for filename, data in (render_extra(full) if render_extra is not None else {}).items():
-        storage.write_bytes(storage.join(folder, filename), data)
-    storage.write_json(storage.join(folder, MANIFEST), full)
-    manifest_sha = storage.sha256_bytes(storage.dumps_json(full))
-    storage.write_json(storage.join(folder, COMMITTED), {"committed_at": now_iso(), "manifest_sha256": manifest_sha})
+    try:
+        rival = None if key is None else identical_rival(artifacts, name, version, key, run_id, rival_wait_s)
+        if rival is not None:
+            _abandon(folder, f"identical to v{rival}, claimed first by another run")
+            return rival, version_uri(artifacts, name, rival), True
+        hashes = {}
+        for filename, data in sorted(files.items()):
+            storage.write_bytes(storage.join(folder, filename), data)
+            hashes[filename] = storage.sha256_bytes(data)
+        full = {**manifest, "model": name, "version": version, "uri": folder, "files": hashes}
+        if render_card is not None:
+            storage.write_bytes(storage.join(folder, "model_card.md"), render_card(full).encode())
+        for filename, data in (render_extra(full) if render_extra is not None else {}).items():
+            storage.write_bytes(storage.join(folder, filename), data)
+        storage.write_json(storage.join(folder, MANIFEST), full)
+        manifest_sha = storage.sha256_bytes(storage.dumps_json(full))
+        storage.write_json(storage.join(folder, COMMITTED), {"committed_at": now_iso(),
+                                                             "manifest_sha256": manifest_sha})
+    except Exception as error:
+        _abandon(folder, f"{type(error).__name__}: {error}")
+        raise
     record_publication(artifacts, name, version, full, manifest_sha)
-    return version, folder
+    return version, folder, False
+
+
+def _abandon(folder: str, why: str) -> None:
+    """Best effort: tell identical rivals waiting on this claim that it will never commit."""
+    try:
+        storage.write_json(storage.join(folder, ABANDONED), {"at": now_iso(), "why": why[:500]})
+    except Exception:  # noqa: BLE001, S110 - the store may be what failed; the rival then waits out RIVAL_WAIT_S
+        pass
+
+
+def _read_claim(folder: str) -> Optional[dict[str, Any]]:
+    """A claim's content; a number whose folder is listed but whose claim is not yet readable (its create is in
+    flight) is read again for up to about 2 s."""
+    for _ in range(10):
+        try:
+            return storage.read_json(storage.join(folder, CLAIM))
+        except FileNotFoundError:
+            time.sleep(0.2)
+    return None
+
+
+def identical_rival(artifacts: str, name: str, mine: int, key: str, run_id: Optional[str],
+                    wait_s: float) -> Optional[int]:
+    """The nearest lower-numbered claim of the same identity that commits (waited for while it is younger
+    than `wait_s` and not abandoned); None when there is none. Claims of this same flow run (a retried
+    store) are its own and skipped."""
+    for version in reversed([v for v in claimed_versions(artifacts, name) if v < mine]):
+        folder = version_uri(artifacts, name, version)
+        claim = _read_claim(folder)
+        if claim is None or claim.get("identity_sha256") != key:
+            continue
+        if run_id is not None and claim.get("flow_run_id") == run_id:
+            continue
+        claimed = dt.datetime.fromisoformat(claim["claimed_at"])
+        while True:
+            if storage.exists(storage.join(folder, COMMITTED)):
+                return version
+            age = (dt.datetime.now(dt.UTC) - claimed).total_seconds()
+            if storage.exists(storage.join(folder, ABANDONED)) or age > wait_s:
+                break
+            time.sleep(0.5)
+    return None
 
 
 def record_publication(artifacts: str, name: str, version: int, manifest: dict[str, Any],
-                       manifest_sha: str) -> dict[str, Any]:
-    """The audit log's `version_published` record of a committed version."""
-    return audit.append(artifacts, name, "version_published", {
+                       manifest_sha: str, written: bool = False) -> Any:
+    """The audit log's `version_published` record of a committed version (`written`: whether this call
+    wrote it rather than the record itself)."""
+    record, wrote = audit.append_once(artifacts, name, "version_published", {
         "version": version, "model_sha256": manifest.get("model_sha256"), "manifest_sha256": manifest_sha,
         "flow_run_id": manifest.get("prefect", {}).get("flow_run_id"),
-        "trigger": (manifest.get("lineage") or {}).get("trigger")})
+        "trigger": (manifest.get("lineage") or {}).get("trigger")},
+        same=lambda r: r.get("version") == version)  # once, also when a repairing run meets the publisher
+    return wrote if written else record
 
 
 def version_records(artifacts: str, name: str, version: int) -> dict[str, list[dict[str, Any]]]:
@@ -177,8 +259,9 @@ def complete_publication(artifacts: str, name: str, version: int) -> tuple[list[
     repaired = []
     if not records["version_published"]:
         manifest = read_manifest(artifacts, name, version)
-        record_publication(artifacts, name, version, manifest, storage.sha256_bytes(storage.dumps_json(manifest)))
-        repaired.append("version_published")
+        if record_publication(artifacts, name, version, manifest,
+                              storage.sha256_bytes(storage.dumps_json(manifest)), written=True):
+            repaired.append("version_published")  # else its publisher logged it meanwhile
     return repaired, bool(records["gate_verdict"])
 
 

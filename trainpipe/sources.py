@@ -162,8 +162,10 @@ def read_file(file: dict[str, Any], data: DataSpec, as_text: tuple[str, ...] = (
     try:
         with _opened(fs, path, uri) as handle:
             if fmt == "csv":
+                content = handle.read()
+                check_short_rows(file, data, content)
                 return pl.read_csv(
-                    handle,
+                    content,
                     separator=data.separator,
                     null_values=data.null_values,
                     infer_schema_length=10_000,
@@ -201,15 +203,45 @@ def _read_error(file: dict[str, Any], error: BaseException, where: str = "") -> 
 
 def _ragged_row(file: dict[str, Any], data: DataSpec) -> str:
     """Where a CSV first has a row with another number of fields than its header (polars does not say)."""
+    found = _first_ragged(file, data)
+    return f" (data row {found[0]} has {found[1]} fields, the header {found[2]})" if found else ""
+
+
+def _first_ragged(file: dict[str, Any], data: DataSpec) -> tuple[int, int, int] | None:
+    """(data row, its fields, the header's fields) of the first non-blank row that differs from the header."""
     fs, path = storage.get_fs(file["uri"])
     with storage.guarded(file["uri"]), fs.open(path, "rt", compression="infer", encoding="utf-8",
                                                errors="replace", newline="") as handle:
         rows = csv.reader(handle, delimiter=data.separator)
         width = len(next(rows, []))
         for number, row in enumerate(rows, start=1):
-            if len(row) != width:
-                return f" (data row {number} has {len(row)} fields, the header {width})"
-    return ""
+            if row and len(row) != width:
+                return number, len(row), width
+    return None
+
+
+def check_short_rows(file: dict[str, Any], data: DataSpec, source: Any) -> None:
+    """Fail on a CSV row with fewer fields than the header: polars reads the missing fields as nulls without a
+    word, which would train on (or drop for a null target) a row that is broken. A quick count of separators
+    per line finds candidates; only then is the file parsed properly (quoted separators, quoted newlines)."""
+    options = {"has_header": False, "separator": "\x1f", "quote_char": None, "new_columns": ["line"],
+               "schema_overrides": {"line": pl.String}, "infer_schema": False}
+    try:  # a path is scanned in streaming batches, so a file larger than memory is checked too
+        lines = pl.scan_csv(source, **options) if isinstance(source, str) else pl.read_csv(source, **options).lazy()
+        line = pl.col("line")
+        counts = line.str.count_matches(data.separator, literal=True).fill_null(0)
+        nonblank = line.str.strip_chars().str.len_bytes().fill_null(0) > 0
+        # the header's own count is the most, unless quoted separators disagree: then the exact parse decides
+        found = lines.select(counts.first().alias("header"), counts.filter(nonblank).min().alias("least"))
+        header, least = found.collect(engine="streaming").row(0)
+    except (pl.exceptions.PolarsError, ValueError, UnicodeDecodeError):
+        return  # unreadable as lines: the real read names the problem
+    if header is None or least is None or least >= header:
+        return
+    found = _first_ragged(file, data)
+    if found is not None and found[1] < found[2]:
+        raise DataError(f"{file['uri']}: data row {found[0]} has {found[1]} fields, the header {found[2]}: a row "
+                        "with too few fields (polars would read the missing ones as nulls)")
 
 
 
@@ -221,6 +253,8 @@ def scan_file(file: dict[str, Any], data: DataSpec, as_text: tuple[str, ...] = (
         check_header(file, data)
     if not isinstance(fs, LocalFileSystem) or path.lower().endswith((".gz", ".zst", ".bz2", ".json")):
         return read_file(file, data, as_text).lazy()
+    if fmt == "csv" and not as_text:  # checked once, not again for a re-scan with text columns
+        check_short_rows(file, data, path)
     try:
         if fmt == "csv":
             return pl.scan_csv(path, separator=data.separator, null_values=data.null_values,

@@ -105,9 +105,31 @@ def _feature_exprs(entry: dict[str, Any], dtype: pl.DataType) -> list[pl.Expr]:
 
 
 
+def check_numeric_inputs(frame: pl.DataFrame, transform: dict[str, Any], source: str) -> None:
+    """Fail on text that is not a number in a column the model learned as numeric (scoring it as missing would
+    hide an upstream bug). Columns learned from mostly-numeric text (`coerced_from`) keep their leniency."""
+    for entry in transform["inputs"]:
+        name = entry["name"]
+        if entry["kind"] != "numeric" or entry.get("coerced_from") or name not in frame.columns:
+            continue
+        column = frame.get_column(name)
+        if column.dtype.is_numeric() or column.dtype == pl.Null:
+            continue
+        text = column.cast(pl.String).str.strip_chars()
+        bad = text.is_not_null() & (text.str.len_bytes() > 0) & text.cast(pl.Float64, strict=False).is_null()
+        if not bad.any():
+            continue
+        rows = (pl.arg_where(bad, eager=True) + 1).head(5).to_list()
+        shown = ", ".join(map(str, rows)) + (", ..." if bad.sum() > len(rows) else "")
+        examples = ", ".join(repr(v) for v in text.filter(bad).unique(maintain_order=True).head(3).to_list())
+        raise DataError(f"{source}: column {name!r} holds text that is not a number in {bad.sum()} row(s) "
+                        f"(rows {shown}; e.g. {examples}); the model was trained on it as a number")
+
+
 def apply_transform(frame: pl.DataFrame, transform: dict[str, Any], source: str = "data") -> pl.DataFrame:
     """The feature matrix of `frame`: the transform's columns, in its order, as Float64."""
     frame = complete_columns(frame, transform, source)
+    check_numeric_inputs(frame, transform, source)
     frame = add_derived(frame, transform["derived"])
     schema = frame.schema  # polars builds it on every access: once, not once per column
     exprs = [

@@ -160,3 +160,138 @@ def test_column_identical_to_target_trains_with_a_leakage_warning(tmp_path: Path
     assert "'y_copy'" in done.stderr and "leakage" in done.stderr
     card = next(artifacts.glob("models/*/versions/1/*.md")).read_text()
     assert "target leakage" in card and "`y_copy`" in card
+
+
+# --- against an existing version: the data contract of the first good run --------------------------------
+
+def records(artifacts: Path) -> list[str]:
+    return sorted(published(artifacts))
+
+
+@pytest.fixture()
+def trained(tmp_path: Path) -> tuple[Path, Path]:
+    """A good first run of model `m` (version 1, its contract) on the small frame; (artifacts, data file)."""
+    data = tmp_path / "good.csv"
+    frame().write_csv(data)
+    artifacts = tmp_path / "art"
+    done = train(data, "y", artifacts, "--name", "m")
+    assert done.returncode == 0, done.stderr
+    return artifacts, data
+
+
+def second_run(trained: tuple[Path, Path], name: str, text: str) -> tuple[subprocess.CompletedProcess, Path]:
+    artifacts, good = trained
+    data = good.parent / name
+    data.write_text(text)
+    return train(data, "y", artifacts, "--name", "m"), data
+
+
+def assert_second_run_fails_clearly(done: subprocess.CompletedProcess, before: list[str], artifacts: Path,
+                                    *needles: str) -> None:
+    print("exit", done.returncode, "|", done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "")
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    for needle in needles:
+        assert needle in done.stderr, (needle, done.stderr)
+    assert records(artifacts) == before  # no new version, alias move or audit record
+
+
+def test_strings_in_a_numeric_column_against_the_contract(trained: tuple[Path, Path]):
+    before = records(trained[0])
+    done, data = second_run(trained, "strings.csv", values_with("x1", {4: "n/a?", 11: "twelve"}))
+    assert done.returncode == 4, done.stderr
+    assert_second_run_fails_clearly(done, before, trained[0], str(data), "'x1'", "twelve")
+
+
+def test_a_column_that_disappeared_against_the_contract(trained: tuple[Path, Path]):
+    before = records(trained[0])
+    done, data = second_run(trained, "no_x2.csv", csv_text(frame().drop("x2")))
+    assert done.returncode == 4, done.stderr
+    assert_second_run_fails_clearly(done, before, trained[0], str(data), "'x2'")
+
+
+def test_a_column_that_appeared_is_reported_and_trained(trained: tuple[Path, Path]):
+    artifacts, _ = trained
+    done, data = second_run(trained, "extra.csv", csv_text(frame().with_columns(x3=pl.col("x1") * 3)))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "'x3'" in done.stderr and "not in the data contract" in done.stderr, done.stderr
+    out = json.loads(done.stdout)
+    assert out["version"] == 2
+    assert "x3" in registry_features(artifacts, 2)
+
+
+def registry_features(artifacts: Path, version: int) -> list[str]:
+    return json.loads((artifacts / "models" / "m" / "versions" / str(version) / "manifest.json").read_text())[
+        "features"]["names"]
+
+
+def test_a_unique_per_row_text_column_is_dropped_with_a_note(tmp_path: Path):
+    data = tmp_path / "notes.csv"
+    frame().with_columns(note=pl.format("free text {} of row {}", pl.col("x1"), pl.int_range(pl.len()))).write_csv(data)
+    artifacts = tmp_path / "art"
+    done = train(data, "y", artifacts)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    out = json.loads(done.stdout)
+    assert [d["column"] for d in out["dropped_features"]] == ["note"]
+    assert "identifier or free text" in out["dropped_features"][0]["reason"]
+    assert "not a feature: 'note'" in done.stderr
+    manifest = json.loads(next(artifacts.glob("models/*/versions/1/manifest.json")).read_text())
+    assert "note" not in manifest["features"]["names"] and {"x1", "x2", "city"} <= set(manifest["features"]["names"])
+
+
+def test_a_row_with_too_few_fields_fails_clearly(tmp_path: Path):
+    lines = csv_text(frame()).splitlines()
+    lines[8] = ",".join(lines[8].split(",")[:2])  # data row 8 loses its last two fields
+    data = tmp_path / "short.csv"
+    data.write_text("\n".join(lines) + "\n")
+    artifacts = tmp_path / "art"
+    done = train(data, "y", artifacts)
+    assert done.returncode == 3, done.stderr
+    assert_fails_clearly(done, artifacts, str(data), "data row 8 has 2 fields, the header 4", "too few")
+
+
+def test_ten_thousand_columns_train_through_the_cli(tmp_path: Path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    columns = {f"f{i}": rng.random(30).round(3) for i in range(10_000)}
+    columns["y"] = (columns["f0"] * 3 + columns["f1"]).round(3)
+    data = tmp_path / "wide.csv"
+    pl.DataFrame(columns).write_csv(data)
+    artifacts = tmp_path / "art"
+    spec = tmp_path / "wide.yaml"
+    spec.write_text(f"name: wide\ndata: {{uris: [{data}]}}\ntarget: y\nartifacts: {artifacts}\n"
+                    "xgboost: {num_boost_round: 10, early_stopping_rounds: 3}\n")
+    done = run("train", str(spec), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    out = json.loads(done.stdout)
+    manifest = json.loads((artifacts / "models" / "wide" / "versions" / str(out["version"]) / "manifest.json")
+                          .read_text())
+    assert len(manifest["features"]["names"]) == 10_000
+    print("10,000 columns, stage seconds:", {k: v.get("seconds") for k, v in out["stages"].items()})
+
+
+# --- predict on bad input ----------------------------------------------------------------------------
+
+def predict(artifacts: Path, ref: str, data: Path, out: Path) -> subprocess.CompletedProcess:
+    return run("predict", "--model", ref, "--data", str(data), "--out", str(out), "--artifacts", str(artifacts))
+
+
+@pytest.mark.parametrize("case", ["missing_feature", "string_in_numeric"])
+def test_predict_on_bad_input_fails_clearly(case: str, trained: tuple[Path, Path]):
+    artifacts, good = trained
+    data, out = good.parent / f"{case}.csv", good.parent / f"{case}-scores.csv"
+    if case == "missing_feature":
+        data.write_text(csv_text(frame().drop("y", "x2")))
+        needles: tuple[str, ...] = ("missing required column(s) x2",)
+    else:
+        data.write_text(values_with("x1", {4: "n/a?", 11: "twelve"}))
+        needles = ("column 'x1'", "not a number", "rows 5, 12", "'twelve'")
+    before = records(artifacts)
+    done = predict(artifacts, "m:1", data, out)
+    assert done.returncode == 3, done.stderr
+    assert_second_run_fails_clearly(done, before, artifacts, str(data), *needles)
+    assert not out.exists()  # no partial output

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from trainpipe import storage
+from trainpipe import registry, storage
 from trainpipe.errors import RegistryError
 from trainpipe.registry import (
     CLAIM,
@@ -91,8 +91,12 @@ def test_find_identical(tmp_path):
     root = str(tmp_path)
     publish(root, identity="a")
     publish(root, model=b"model-2", identity="b")
-    publish(root, model=b"model-3", identity="a")
-    assert find_identical(root, "churn", {"model_sha256": "a"}) == 3  # newest first
+    # a third publication with the identity of v1 joins v1 instead of publishing a duplicate
+    assert publish(root, model=b"model-3", identity="a") == (1, version_uri(root, "churn", 1))
+    assert registry.list_versions(root, "churn") == [1, 2]
+    assert registry.claimed_versions(root, "churn") == [1, 2, 3]  # its own claim stays, abandoned
+    assert storage.exists(storage.join(version_uri(root, "churn", 3), registry.ABANDONED))
+    assert find_identical(root, "churn", {"model_sha256": "a"}) == 1
     assert find_identical(root, "churn", {"model_sha256": "b"}) == 2
     assert find_identical(root, "churn", {"model_sha256": "zzz"}) is None
     assert find_identical(root, "other", {"model_sha256": "a"}) is None
@@ -196,3 +200,63 @@ def test_verify_registry_notices_a_version_missing_from_the_log(tmp_path):
     problems = verify_registry(root, "churn")
     assert any("version 2 is committed but the audit log has no record" in p for p in problems)
     assert any("uncommitted version 5" in p for p in problems)
+
+
+def _rival_claim(root: str, identity: str, claimed_at: str, flow_run_id: str = "rival-run") -> str:
+    """Version 1 claimed by another run publishing `identity`, not (yet) committed."""
+    folder = version_uri(root, "churn", 1)
+    key = registry.identity_sha256({"model_sha256": identity})
+    storage.write_json(storage.join(folder, registry.CLAIM),
+                       {"claimed_at": claimed_at, "flow_run_id": flow_run_id, "identity_sha256": key, "nonce": "n"})
+    return folder
+
+
+def test_an_identical_rival_that_claimed_first_is_waited_for_and_joined(tmp_path):
+    import threading
+
+    from trainpipe.provenance import now_iso
+
+    root = str(tmp_path)
+    folder = _rival_claim(root, "a", now_iso())
+    timer = threading.Timer(1.0, lambda: storage.write_json(storage.join(folder, registry.COMMITTED), {}))
+    timer.start()
+    try:
+        joined = registry.publish_or_join(root, "churn", {"model.ubj": b"m"},
+                                          {"identity": {"model_sha256": "a"}, "prefect": {"flow_run_id": "me"}})
+    finally:
+        timer.join()
+    assert joined == (1, folder, True)
+    assert registry.claimed_versions(root, "churn") == [1, 2]
+    assert storage.exists(storage.join(version_uri(root, "churn", 2), registry.ABANDONED))
+    assert not storage.exists(storage.join(version_uri(root, "churn", 2), registry.COMMITTED))
+
+
+@pytest.mark.parametrize("rival", ["abandoned", "stale", "same_run", "other_identity"])
+def test_a_rival_that_will_not_commit_is_not_waited_for(tmp_path, rival, monkeypatch):
+    from trainpipe.provenance import now_iso
+
+    def no_wait(seconds: float) -> None:
+        raise AssertionError("waited for a rival that will never commit")
+
+    root = str(tmp_path)
+    claimed_at = "2020-01-01T00:00:00+00:00" if rival == "stale" else now_iso()
+    folder = _rival_claim(root, "b" if rival == "other_identity" else "a", claimed_at,
+                          flow_run_id="me" if rival == "same_run" else "rival-run")
+    if rival == "abandoned":
+        storage.write_json(storage.join(folder, registry.ABANDONED), {"why": "failed"})
+    monkeypatch.setattr(registry.time, "sleep", no_wait)
+    out = registry.publish_or_join(root, "churn", {"model.ubj": b"m"},
+                                   {"identity": {"model_sha256": "a"}, "prefect": {"flow_run_id": "me"}})
+    assert out == (2, version_uri(root, "churn", 2), False)
+    assert registry.list_versions(root, "churn") == [2]
+
+
+def test_a_publication_record_is_written_once_when_a_repair_meets_its_publisher(tmp_path):
+    root = str(tmp_path)
+    version, _ = publish(root, identity="a")
+    manifest = registry.read_manifest(root, "churn", version)
+    sha = storage.sha256_bytes(storage.dumps_json(manifest))
+    assert registry.record_publication(root, "churn", version, manifest, sha, written=True) is False
+    assert registry.complete_publication(root, "churn", version) == ([], False)
+    events = [r["event"] for r in registry.audit.read_log(root, "churn")]
+    assert events == ["version_published"]
