@@ -10,6 +10,8 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="trainpipe-prefect-"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# A loaded CI box can take longer than the default 20 s to bring up the ephemeral server some tests use.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.pop("TRAINPIPE_ARTIFACTS", None)
 
 import pytest  # noqa: E402
