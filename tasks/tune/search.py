@@ -47,10 +47,8 @@ def ask_batch(study: optuna.Study, size: int, distributions: dict[str, BaseDistr
     """Ask `size` trials and sample their parameters here, in order, before any of them runs."""
     batch = []
     owner = this_process()
-    for _ in range(size):
-        with warnings.catch_warnings():  # trials record heartbeats themselves (run_trial), not via optimize()
-            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-            trial = ask_owned(study, distributions, owner)
+    for _ in range(size):  # (trials record heartbeats themselves, in run_trial, as optimize() would)
+        trial = ask_owned(study, distributions, owner)
         batch.append((trial, {**trial.params, **fixed}))
     return batch
 
