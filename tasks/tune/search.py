@@ -47,17 +47,21 @@ def ask_batch(study: optuna.Study, size: int, distributions: dict[str, BaseDistr
     """Ask `size` trials and sample their parameters here, in order, before any of them runs."""
     batch = []
     owner = this_process()
-    for _ in range(size):
-        with warnings.catch_warnings():  # trials record heartbeats themselves (run_trial), not via optimize()
-            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-            # The owner goes on the trial as it is created (a queued trial that ask() takes up), so a process
-            # killed while sampling leaves no RUNNING trial without one; set again in case another process
-            # sharing the study took this queued trial up and ours is another.
-            study.enqueue_trial({}, user_attrs={OWNER_ATTR: owner})
-            trial = study.ask(distributions)
-        trial.set_user_attr(OWNER_ATTR, owner)
+    for _ in range(size):  # (trials record heartbeats themselves, in run_trial, as optimize() would)
+        trial = ask_owned(study, distributions, owner)
         batch.append((trial, {**trial.params, **fixed}))
     return batch
+
+
+def ask_owned(study: optuna.Study, distributions: dict[str, BaseDistribution], owner: dict[str, Any]) -> optuna.Trial:
+    """`study.ask(distributions)` whose trial carries its owner from the moment it exists, so a process killed
+    while sampling leaves no RUNNING trial without one (what Study.ask does, with the owner in the template)."""
+    study._thread_local.cached_all_trials = None  # as ask() does: the sampler sees the storage as it is now
+    template = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs={OWNER_ATTR: owner})
+    trial = optuna.Trial(study, study._storage.create_new_trial(study._study_id, template_trial=template))
+    for name, distribution in distributions.items():
+        trial._suggest(name, distribution)
+    return trial
 
 
 def tell_result(study: optuna.Study, trial: optuna.Trial, record: dict[str, Any]) -> None:
