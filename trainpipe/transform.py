@@ -108,14 +108,14 @@ def _feature_exprs(entry: dict[str, Any], dtype: pl.DataType) -> list[pl.Expr]:
 def check_numeric_inputs(frame: pl.DataFrame, transform: dict[str, Any], source: str) -> None:
     """Fail on text that is not a number in a column the model learned as numeric (scoring it as missing would
     hide an upstream bug). Columns learned from mostly-numeric text (`coerced_from`) keep their leniency."""
+    schema = frame.schema  # once: polars builds it (and the column list) on every access
     for entry in transform["inputs"]:
         name = entry["name"]
-        if entry["kind"] != "numeric" or entry.get("coerced_from") or name not in frame.columns:
+        if entry["kind"] != "numeric" or entry.get("coerced_from") or name not in schema:
             continue
-        column = frame.get_column(name)
-        if column.dtype.is_numeric() or column.dtype == pl.Null:
+        if schema[name].is_numeric() or schema[name] == pl.Null:
             continue
-        text = column.cast(pl.String).str.strip_chars()
+        text = frame.get_column(name).cast(pl.String).str.strip_chars()
         bad = text.is_not_null() & (text.str.len_bytes() > 0) & text.cast(pl.Float64, strict=False).is_null()
         if not bad.any():
             continue

@@ -256,3 +256,25 @@ def test_recorded_inputs_fall_back_to_the_recorded_uris_and_say_so_when_both_fai
     data.unlink()
     with pytest.raises(DataError, match=r"m:1.*relative/d\.csv.*recorded URIs.*d\.csv"):
         recorded_inputs(manifest, str(tmp_path / "art"), "(manifest of m:1)")
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_row_with_too_few_fields_is_refused_naming_it(tmp_path, compressed):
+    from trainpipe.spec import DataSpec
+
+    text = "a,b,y\n1,2,3\n4,5\n7,8,9\n"
+    path = tmp_path / ("short.csv.gz" if compressed else "short.csv")
+    path.write_bytes(gzip.compress(text.encode()) if compressed else text.encode())
+    spec = DataSpec(uris=[str(path)])
+    with pytest.raises(DataError, match=r"short\.csv(\.gz)?: data row 2 has 2 fields, the header 3: a row with too few"):
+        load_files(resolve_sources(spec), spec)
+
+
+def test_quoted_separators_and_newlines_and_blank_lines_are_not_short_rows(tmp_path):
+    from trainpipe.spec import DataSpec
+
+    path = tmp_path / "quoted.csv"
+    path.write_text('a,b,y\n"x,1",2,3\n"multi\nline",5,6\n7,8,9\n\n')
+    spec = DataSpec(uris=[str(path)])
+    frame = load_files(resolve_sources(spec), spec)
+    assert frame.get_column("a").to_list()[:3] == ["x,1", "multi\nline", "7"]  # (polars reads the blank line as nulls)

@@ -159,3 +159,14 @@ def test_unseen_categories_are_counted(model_for):
         pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("zzz")).otherwise(pl.col("c")).alias("c"))
     assert unseen_categories(rows, prep["transform"]) == {"c": 3}
     assert unseen_categories(prep["parts"]["test"], prep["transform"]) == {}
+
+
+def test_text_in_a_numeric_feature_is_refused_naming_column_rows_and_values():
+    from trainpipe.errors import DataError
+    from trainpipe.transform import check_numeric_inputs
+
+    transform = {"inputs": [{"name": "x", "kind": "numeric"}, {"name": "t", "kind": "numeric", "coerced_from": "text"}]}
+    check_numeric_inputs(pl.DataFrame({"x": ["1", " 2.5 ", None, ""], "t": ["a", "1", "2", "3"]}), transform, "f.csv")
+    with pytest.raises(DataError, match=r"f\.csv: column 'x' holds text that is not a number in 2 row\(s\) "
+                                        r"\(rows 2, 4; e\.g\. 'abc', 'n/a'\)"):
+        check_numeric_inputs(pl.DataFrame({"x": ["1", "abc", "3", "n/a"]}), transform, "f.csv")
