@@ -118,6 +118,16 @@ def quantile_matrix(client: Client, frame: dd.DataFrame, feature_types: list[str
     return matrix, owners
 
 
+def layout(engine: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """Where a dask fit's partitions were, independent of the workers' addresses: the number of workers and,
+    per part, each partition's worker as an index in sorted worker order (None when not recorded)."""
+    workers, placement = engine.get("workers") or [], engine.get("placement")
+    if not placement:
+        return None
+    return {"workers": len(workers),
+            **{part: [workers.index(w) if w in workers else -1 for w in held] for part, held in placement.items()}}
+
+
 def workers_of(client: Client) -> set[str]:
     return set(client.scheduler_info(n_workers=-1)["workers"])
 

@@ -246,3 +246,13 @@ def test_train_flow_with_engine_dask_stores_a_model_close_to_the_local_one(clust
     for name, value in local["metrics"].items():
         if isinstance(value, float):
             assert abs(dask["metrics"][name] - value) < 0.05, (name, dask["metrics"][name], value)
+
+    # reproduce reads the stored engine: dask, retrained on the same workers and partitions -> the bytes check
+    from flows.reproduce import reproduce
+
+    manifest = registry.read_manifest(str(tmp_path / "dask"), "penguins", 1)
+    assert manifest["training"]["engine"]["name"] == "dask"
+    report = reproduce(str(tmp_path / "dask"), "penguins:1")
+    print("reproduce:", report["check"], "-", report["check_reason"], "-", report["reason"])
+    assert report["engine"] == "dask" and report["layout_now"] == report["layout_then"]
+    assert report["check"] == "byte-identical" and report["byte_identical"] and report["reproduced"]
