@@ -44,12 +44,11 @@ def main() -> None:
     from distributed import Client
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.integration.dask_cli import cli_cluster
-
     from tasks.train import fit_booster
     from tasks.tune.cluster import cluster_trial
     from tasks.tune.data import MatrixPool
     from tasks.tune.trial import fit_trial
+    from tests.integration.dask_cli import cli_cluster
     from trainpipe.boosting import booster_params, training_matrix
     from trainpipe.cluster import fit_on_cluster
     from trainpipe.matrices import read_matrix, write_matrix

@@ -13,9 +13,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 BIN = Path(sys.executable).parent
 
@@ -32,9 +33,9 @@ class CliCluster:
         self.address = ""
 
     def _spawn(self, args: list[str], log: str) -> subprocess.Popen:
-        out = open(self.folder / log, "wb")
-        return subprocess.Popen([str(BIN / "dask"), *args], stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                cwd=str(self.folder), start_new_session=True)
+        with open(self.folder / log, "wb") as out:  # the child keeps its own copy of the descriptor
+            return subprocess.Popen([str(BIN / "dask"), *args], stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                                    cwd=str(self.folder), start_new_session=True)
 
     def start_scheduler(self, timeout_s: float = 60) -> None:
         self.scheduler = self._spawn(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",

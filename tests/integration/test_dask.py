@@ -22,9 +22,9 @@ from tasks.features import fit_transform
 from tasks.train import fit_booster
 from tests.integration.dask_cli import cli_cluster
 from tests.unit.conftest import make_rows
+from trainpipe import storage
 from trainpipe.boosting import booster_params, load_matrix, model_bytes, training_matrix
 from trainpipe.cluster import fit_on_cluster
-from trainpipe import storage
 from trainpipe.errors import TrainpipeError
 from trainpipe.matrices import read_matrix, write_matrix
 from trainpipe.spec import FeatureSpec, XGBoostSpec
