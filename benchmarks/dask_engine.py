@@ -1,13 +1,19 @@
-"""Training time and tuning trials per minute: local engine vs a Dask LocalCluster of 1, 2, ... workers.
+"""Training time and tuning trials per minute: local engine vs a Dask cluster of 1, 2, ... CLI workers.
 
-    PYTHONPATH=$PWD python benchmarks/dask_engine.py --rows 200000 --workers 1 2
+    PYTHONPATH=$PWD python benchmarks/dask_engine.py --rows 200000 --workers 1 2 [--json FILE]
 
-On a machine with few cores the ratios show the engine's overhead, not a speed-up.
+Each cluster is started from the command line (`dask scheduler`, N x `dask worker --nthreads T
+--memory-limit M`) as in tests/integration/dask_cli.py, on the same generated data as the local fit,
+all in one run; the ratios are against the local engine measured in that run. On a machine with few
+cores the ratios show the engine's overhead, not a speed-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,14 +37,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--threads", type=int, default=1, help="threads per Dask worker (and for the local fit)")
     parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--memory-limit", default="2GB", help="per Dask worker (dask worker --memory-limit)")
+    parser.add_argument("--json", help="write the figures here as JSON")
     args = parser.parse_args()
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tasks.train import fit_booster
     from tasks.tune.cluster import cluster_trial
     from tasks.tune.data import MatrixPool
     from tasks.tune.trial import fit_trial
+    from tests.integration.dask_cli import cli_cluster
     from trainpipe.boosting import booster_params, training_matrix
     from trainpipe.cluster import fit_on_cluster
     from trainpipe.matrices import read_matrix, write_matrix
@@ -71,24 +81,32 @@ def main() -> None:
     results["local"]["trials_per_min"] = len(trial_params) / (time.perf_counter() - started) * 60
 
     for n in args.workers:
-        with LocalCluster(n_workers=n, threads_per_worker=args.threads, processes=True, dashboard_address=None,
-                          host="127.0.0.1") as cluster, Client(cluster) as client:
+        with cli_cluster(n, args.memory_limit, nthreads=args.threads, folder=root / f"cluster-{n}") as cluster, \
+                Client(cluster.address) as client:
             started = time.perf_counter()
-            fit_on_cluster(cluster.scheduler_address, partitions, types, params, rounds, early, refit=False)
+            _, info = fit_on_cluster(cluster.address, partitions, types, params, rounds, early, refit=False)
             train_s = time.perf_counter() - started
             started = time.perf_counter()
             futures = [client.submit(cluster_trial, matrices.model_dump(mode="json"), None, 1, i, p, rounds, early,
                                      str(root / f"trials-{n}" / f"{i}.json"), pure=False)
                        for i, p in enumerate(trial_params)]
-            client.gather(futures)
+            records = client.gather(futures)
             results[f"dask-{n}"] = {"train_s": train_s,
-                                    "trials_per_min": len(trial_params) / (time.perf_counter() - started) * 60}
+                                    "trials_per_min": len(trial_params) / (time.perf_counter() - started) * 60,
+                                    "trial_workers": len({r["worker"] for r in records}),
+                                    "partitions_on": len(set(info["engine"]["placement"]["train"]))}
     base = results["local"]
-    print(f"rows={args.rows} partition_rows={args.partition_rows} threads/worker={args.threads} "
-          f"trials={len(trial_params)}")
+    for r in results.values():
+        r["train_ratio"] = r["train_s"] / base["train_s"]
+        r["trials_ratio"] = r["trials_per_min"] / base["trials_per_min"]
+    setup = {"rows": args.rows, "partition_rows": args.partition_rows, "threads_per_worker": args.threads,
+             "trials": len(trial_params), "cores": os.cpu_count(), "memory_limit": args.memory_limit}
+    print(" ".join(f"{k}={v}" for k, v in setup.items()))
     for name, r in results.items():
-        print(f"{name:8s} train {r['train_s']:7.2f} s (x{r['train_s'] / base['train_s']:.2f} of local)   "
-              f"trials/min {r['trials_per_min']:7.1f} (x{r['trials_per_min'] / base['trials_per_min']:.2f})")
+        print(f"{name:8s} train {r['train_s']:7.2f} s (x{r['train_ratio']:.2f} of local)   "
+              f"trials/min {r['trials_per_min']:7.1f} (x{r['trials_ratio']:.2f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"setup": setup, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

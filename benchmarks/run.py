@@ -23,6 +23,9 @@ its `--json` summary:
 - tuning (`trainpipe train --trials 20`, nothing else, against a plain sequential Optuna loop of
   20 trials in `bare_script.py`): diamonds (53,940 rows); with `--heavy` also flights (over
   30 minutes on 2 cores for the plain loop alone);
+- dask (`benchmarks/dask_engine.py`, generated 400k rows x 8, `--quick` 100k): training time and tuning
+  trials per minute on Dask clusters of 1 and 2 CLI workers against the local engine, as ratios
+  (on 2 cores they show the engine's overhead, not a speed-up);
 - out-of-core and GPU: listed, with why they are not measured here.
 
 Prints one table (figure, target, measured, pass) and writes every number to `--json`
@@ -343,6 +346,28 @@ def tuning(work: Path, env: dict[str, str], args: argparse.Namespace) -> dict[st
     return out
 
 
+def dask(work: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    """benchmarks/dask_engine.py as a child: CLI Dask clusters of 1 and 2 workers beside the local engine."""
+    out_json = work / "dask-engine.json"
+    rows = "100000" if args.quick else "400000"
+    run = measure([sys.executable, str(ROOT / "benchmarks" / "dask_engine.py"), "--rows", rows, "--workers", "1",
+                   "2", "--json", str(out_json)], {**env, "PYTHONPATH": str(ROOT)})
+    if run["rc"] or not out_json.exists():
+        row(f"dask engine, generated {int(rows) // 1000}k rows", "completes", f"exit {run['rc']}", False)
+        return {"run": run}
+    figures = json.loads(out_json.read_text())
+    base = figures["results"]["local"]
+    for name, r in figures["results"].items():
+        if name == "local":
+            continue
+        row(f"dask engine {name} / local engine: training time, {int(rows) // 1000}k rows x 8", "reported",
+            f"{r['train_ratio']:.2f}x ({r['train_s']:.1f} s / {base['train_s']:.1f} s)", None, ratio=r["train_ratio"])
+        row(f"dask engine {name} / local engine: tuning trials per minute", "reported",
+            f"{r['trials_ratio']:.2f}x ({r['trials_per_min']:.1f} / {base['trials_per_min']:.1f})", None,
+            ratio=r["trials_ratio"])
+    return {"run": run, "figures": figures}
+
+
 def not_measured(work: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     row("data larger than memory (ExtMemQuantileDMatrix, polars streaming) under a memory limit", "completes",
         "not built yet: no out-of-core path", False)
@@ -353,7 +378,8 @@ def not_measured(work: Path, env: dict[str, str], args: argparse.Namespace) -> d
 
 
 FIGURES: dict[str, Callable[[Path, dict[str, str], argparse.Namespace], dict[str, Any]]] = {
-    "overhead": overhead, "scale": scale, "wide": wide, "tuning": tuning, "not_measured": not_measured,
+    "overhead": overhead, "scale": scale, "wide": wide, "tuning": tuning, "dask": dask,
+    "not_measured": not_measured,
 }
 
 

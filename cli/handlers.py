@@ -176,12 +176,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from flows.reproduce import reproduce
 
     with contextlib.redirect_stdout(sys.stderr):
-        report = reproduce(artifacts, args.ref, args.tolerance)
+        report = reproduce(artifacts, args.ref, args.tolerance, args.metric_tolerance)
     if args.json:
         print(json.dumps(report))
     else:
         print(f"{report['model']} v{report['version']}: {'reproduced' if report['reproduced'] else 'NOT reproduced'}"
               f" - {report['reason']}")
+        if "check" in report:
+            print(f"check: {report['check']} (engine {report['engine']}: {report['check_reason']})")
         diffs = report["differences"]
         if diffs["source_changed"] or diffs["dependencies_changed"]:
             print(f"note: since then the source code {'changed' if diffs['source_changed'] else 'is the same'}"

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--artifacts", metavar="URI")
     reproduce.add_argument("--tolerance", type=float, default=1e-6,
                            help="largest raw-score difference accepted when the model files differ (default 1e-6)")
+    reproduce.add_argument("--metric-tolerance", type=float, default=0.01,
+                           help="largest holdout-metric difference accepted for a model trained on a Dask cluster "
+                                "and retrained on other workers or partitions (default 0.01)")
     reproduce.add_argument("--json", action="store_true")
 
     infra = sub.add_parser("infra", help="set up the work pools, queues and GPU concurrency limit on a Prefect server")

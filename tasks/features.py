@@ -109,7 +109,9 @@ def features_task(
     for name, uri in parts.uris.items():
         frame = train if name == "train" else storage.read_parquet(uri)
         uris[name], rows[name] = storage.join(folder, name), frame.height
-        partitions[name], written = write_matrix(matrix_frame(frame, transform, uri), uris[name], partition_rows)
+        # Applied partition by partition (the transform is row-wise): the same files, without the whole matrix.
+        partitions[name], written = write_matrix(frame, uris[name], partition_rows,
+                                                 apply=lambda rows, source=uri: matrix_frame(rows, transform, source))
         digests.extend(written)
     digests.append(storage.write_json(storage.join(folder, "transform.json"), transform))
     meta = {

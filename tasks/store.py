@@ -59,7 +59,7 @@ def build_manifest(run: RunContext, evaluation: Evaluation, verdict: Optional[Ve
         "spec_sha256": storage.sha256_bytes(storage.dumps_json(spec_json)),
         "seed": spec.seed,
         "training": model.model_dump(include={"params", "rounds_trained", "best_iteration", "best_validation_score",
-                                              "validation_metric", "refit_on_train_and_valid"}),
+                                              "validation_metric", "refit_on_train_and_valid", "engine"}),
         "tuning": model.tuning or {"trials": spec.tuning.trials, "performed": False},
         "metrics": evaluation.metrics,
         "baseline_metrics": evaluation.baseline_metrics,

@@ -64,19 +64,68 @@ def dask_frame(uris: list[str]) -> dd.DataFrame:
     return dd.read_parquet(uris, storage_options=storage.storage_options(uris[0]) or None)
 
 
+def pinned(client: Client, frame: dd.DataFrame, workers: list[str]) -> tuple[dd.DataFrame, dd.Series, list[str]]:
+    """Features and label of a features-stage frame, partition i held by `workers[i * len(workers) // n]`.
+
+    Contiguous blocks of partitions in the given (sorted) worker order, so that the same partitions and
+    workers give the same placement on every run: where the scheduler would put them differs from run to run,
+    and each worker's share of rows changes XGBoost's distributed sketch (and so the booster bytes).
+    Returns (features, label, the worker(s) holding each partition as the scheduler reports it).
+    """
+    import dask.dataframe as dd
+    from distributed import wait
+
+    frame = frame.astype({c: "float32" for c in frame.columns if c != LABEL})
+    parts = frame.to_delayed()
+    owners = [workers[i * len(workers) // len(parts)] for i in range(len(parts))]
+    held = []
+    for part, owner in zip(parts, owners):  # read on its worker, then split there into features and label
+        whole = client.compute(part, workers=[owner], allow_other_workers=False)
+        held.append((client.submit(_features_of, whole, workers=[owner], allow_other_workers=False),
+                     client.submit(_label_of, whole, workers=[owner], allow_other_workers=False)))
+        del whole  # released once both halves exist: a worker holds its share once
+    wait([f for pair in held for f in pair])
+    # Where the features of each partition are, as the scheduler reports it (not merely where they were asked).
+    who = client.who_has([f for f, _ in held])
+    observed = [",".join(sorted(who.get(f.key, ()))) for f, _ in held]
+    return (dd.from_delayed([f for f, _ in held], meta=_features_of(frame._meta), verify_meta=False),
+            dd.from_delayed([lab for _, lab in held], meta=_label_of(frame._meta), verify_meta=False), observed)
+
+
+def _features_of(part: Any) -> Any:
+    return part.drop(columns=[LABEL])
+
+
+def _label_of(part: Any) -> Any:
+    return part[LABEL]
+
+
 def quantile_matrix(client: Client, frame: dd.DataFrame, feature_types: list[str], max_bin: int,
-                    ref: Optional[xgb.dask.DaskQuantileDMatrix] = None) -> xgb.dask.DaskQuantileDMatrix:
-    """A DaskQuantileDMatrix of a features-stage frame: float32 features, the label, the transform's types."""
+                    ref: Optional[xgb.dask.DaskQuantileDMatrix] = None,
+                    workers: Optional[list[str]] = None) -> tuple[xgb.dask.DaskQuantileDMatrix, list[str]]:
+    """A DaskQuantileDMatrix of a features-stage frame (float32 features, the label, the transform's types) on
+    partitions pinned to `workers` (default: the cluster's, sorted); also returns each partition's worker."""
     import numpy as np
     import xgboost as xgb
     import xgboost.dask  # a submodule: `import xgboost` alone does not load it
 
-    # Persisted first: otherwise dask's optimizer may fuse the label-only reads into fewer partitions than the
-    # features', which xgboost.dask refuses; persisting also spreads the partitions over the workers.
-    frame = client.persist(frame.astype({c: "float32" for c in frame.columns if c != LABEL}))
-    features = frame.drop(columns=[LABEL])
-    return xgb.dask.DaskQuantileDMatrix(client, features, frame[LABEL], feature_types=feature_types,
-                                        enable_categorical=True, missing=np.nan, max_bin=max_bin, ref=ref)
+    # Pinned futures, not a plain persist: the scheduler's placement varies run to run, and dask's optimizer
+    # could otherwise fuse the label-only reads into fewer partitions than the features', which xgboost.dask
+    # refuses. A worker holds its share of the matrix once (features and label, not the whole frame as well).
+    features, label, owners = pinned(client, frame, workers or sorted(workers_of(client)))
+    matrix = xgb.dask.DaskQuantileDMatrix(client, features, label, feature_types=feature_types,
+                                          enable_categorical=True, missing=np.nan, max_bin=max_bin, ref=ref)
+    return matrix, owners
+
+
+def layout(engine: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """Where a dask fit's partitions were, independent of the workers' addresses: the number of workers and,
+    per part, each partition's worker as an index in sorted worker order (None when not recorded)."""
+    workers, placement = engine.get("workers") or [], engine.get("placement")
+    if not placement:
+        return None
+    return {"workers": len(workers),
+            **{part: [workers.index(w) if w in workers else -1 for w in held] for part, held in placement.items()}}
 
 
 def workers_of(client: Client) -> set[str]:
@@ -157,9 +206,14 @@ def _fit(client: Client, address: str, partitions: dict[str, list[str]], feature
     cluster_params = {k: v for k, v in params.items() if k != "nthread"}
     train, valid = dask_frame(partitions["train"]), dask_frame(partitions["valid"])
 
+    workers = sorted(workers_of(client))
+    placement: dict[str, list[str]] = {}
+
     def early_stopped() -> dict[str, Any]:
-        dtrain = quantile_matrix(client, train, feature_types, params["max_bin"])
-        dvalid = quantile_matrix(client, valid, feature_types, params["max_bin"], ref=dtrain)
+        dtrain, placement["train"] = quantile_matrix(client, train, feature_types, params["max_bin"],
+                                                     workers=workers)
+        dvalid, placement["valid"] = quantile_matrix(client, valid, feature_types, params["max_bin"], ref=dtrain,
+                                                     workers=workers)
         return xgb.dask.train(client, cluster_params, dtrain, num_boost_round=num_boost_round,
                               evals=[(dvalid, "valid")], early_stopping_rounds=early_stopping_rounds,
                               verbose_eval=False, coll_cfg=coll)
@@ -176,13 +230,15 @@ def _fit(client: Client, address: str, partitions: dict[str, list[str]], feature
         "best_iteration": int(best) if best is not None else rounds - 1,
         "best_validation_score": float(min(curve) if params["eval_metric"] != "auc" else max(curve)),
         "validation_metric": params["eval_metric"],
-        "engine": {"name": "dask", "scheduler": address, "workers": sorted(workers_of(client))},
+        "engine": {"name": "dask", "scheduler": address, "workers": workers,
+                   # the worker(s) holding partition i of each part, as the scheduler reported (who_has)
+                   "placement": placement},
     }
     if refit:
         both = dd.concat([train, valid])
 
         def refitted() -> dict[str, Any]:
-            stacked = quantile_matrix(client, both, feature_types, params["max_bin"])
+            stacked, _ = quantile_matrix(client, both, feature_types, params["max_bin"], workers=workers)
             return xgb.dask.train(client, cluster_params, stacked, num_boost_round=info["best_iteration"] + 1,
                                   verbose_eval=False, coll_cfg=coll)
 

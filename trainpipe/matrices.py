@@ -9,6 +9,9 @@ reads a part whole; Dask workers (and out-of-core readers) read the partitions o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Optional
+
 import polars as pl
 
 from trainpipe import storage
@@ -20,14 +23,20 @@ def partition_name(index: int) -> str:
     return PARTITION_NAME.format(index=index)
 
 
-def write_matrix(frame: pl.DataFrame, folder: str, rows_per_partition: int) -> tuple[list[str], list[str]]:
-    """Write `frame` as partitions of at most `rows_per_partition` rows under `folder`; returns (URIs, sha256s)."""
+def write_matrix(frame: pl.DataFrame, folder: str, rows_per_partition: int,
+                 apply: Optional[Callable[[pl.DataFrame], pl.DataFrame]] = None) -> tuple[list[str], list[str]]:
+    """Write `frame` as partitions of at most `rows_per_partition` rows under `folder`; returns (URIs, sha256s).
+
+    With `apply` (a row-wise transform, such as the fitted feature transform), each slice of `frame` is
+    transformed on its own before it is written, so the transformed part never exists whole in memory.
+    """
     if rows_per_partition < 1:
         raise ValueError(f"rows_per_partition must be at least 1, got {rows_per_partition}")
     uris, digests = [], []
     for index, start in enumerate(range(0, max(frame.height, 1), rows_per_partition)):
         uri = storage.join(folder, partition_name(index))
-        digests.append(storage.write_parquet(frame.slice(start, rows_per_partition), uri))
+        rows = frame.slice(start, rows_per_partition)
+        digests.append(storage.write_parquet(apply(rows) if apply is not None else rows, uri))
         uris.append(uri)
     return uris, digests
 

@@ -120,6 +120,7 @@ def test_drift_shows_a_shifted_column(tmp_path: Path, penguins_csv: Path):
 def test_reproduce_gives_a_byte_identical_model(history):
     report = reproduce(history["artifacts"], "penguins:2")
     assert report["byte_identical"] and report["reproduced"]
+    assert report["engine"] == "local" and report["check"] == "byte-identical"
     assert report["model_sha256_now"] == registry.read_manifest(history["artifacts"], "penguins", 2)["model_sha256"]
 
 

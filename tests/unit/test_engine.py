@@ -49,3 +49,27 @@ def test_matrix_partitions_are_bounded_ordered_and_read_back_whole(tmp_path):
     assert read_matrix(str(tmp_path / "train")).equals(frame)
     empty, _ = write_matrix(frame.head(0), str(tmp_path / "test"), 1000)
     assert len(empty) == 1 and read_matrix(str(tmp_path / "test")).columns == ["x", "__label__"]
+
+
+def test_layout_names_workers_by_sorted_index_not_address():
+    from trainpipe.cluster import layout
+
+    then = {"name": "dask", "workers": ["tcp://a:1", "tcp://b:2"],
+            "placement": {"train": ["tcp://a:1", "tcp://a:1", "tcp://b:2"], "valid": ["tcp://b:2"]}}
+    now = {"name": "dask", "workers": ["tcp://c:7", "tcp://d:8"],
+           "placement": {"train": ["tcp://c:7", "tcp://c:7", "tcp://d:8"], "valid": ["tcp://d:8"]}}
+    assert layout(then) == layout(now) == {"workers": 2, "train": [0, 0, 1], "valid": [1]}
+    three = {"name": "dask", "workers": ["x", "y", "z"], "placement": {"train": ["x", "y", "z"], "valid": ["z"]}}
+    assert layout(three) != layout(then)
+    assert layout({"name": "dask", "workers": ["x"]}) is None  # trained before placement was recorded
+
+
+def test_dask_reproduce_on_another_layout_compares_metrics_within_the_tolerance():
+    from flows.reproduce import CHECK_METRICS, _compare_metrics
+
+    close = _compare_metrics({}, {"auc": 0.90, "logloss": 0.30, "n": 5}, {"auc": 0.895, "logloss": 0.304, "n": 5},
+                             0.01, "other workers")
+    assert close["check"] == CHECK_METRICS and close["reproduced"]
+    assert close["metric_differences"]["auc"] == pytest.approx(0.005)
+    far = _compare_metrics({}, {"auc": 0.90}, {"auc": 0.85}, 0.01, "other workers")
+    assert not far["reproduced"] and "auc" in far["reason"]

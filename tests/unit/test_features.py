@@ -276,3 +276,29 @@ def test_rare_levels_are_missing_in_training_too():
     codes = apply_transform(frame, transform).get_column("c").to_list()
     assert codes[:11] == [0.0] * 6 + [1.0] * 5
     assert codes[11:] == [None, None]
+
+
+def test_applying_the_transform_per_partition_writes_the_same_files_as_on_the_whole_part(tmp_path):
+    import numpy as np
+
+    from trainpipe.matrices import write_matrix
+
+    rng = np.random.default_rng(4)
+    n = 1000
+    start = dt.datetime(2024, 1, 1)
+    frame = pl.DataFrame({
+        "x": [None if u < 0.1 else float(z) for u, z in zip(rng.random(n), rng.normal(size=n))],
+        "text_num": [None if i % 7 == 0 else f" {i * 0.5} " for i in range(n)],
+        "c": rng.choice(["u", "v", "w", "rare"], size=n, p=[0.5, 0.3, 0.19, 0.01]),
+        "when": [start + dt.timedelta(hours=5 * i) for i in range(n)],
+        "y": rng.choice(["neg", "pos"], size=n),
+    }).with_columns(pl.when(pl.int_range(pl.len()) >= 500).then(None).otherwise(pl.col("x")).alias("late_nulls"))
+    spec = FeatureSpec(derived=[DerivedColumn(name="x2", expr="x * 2")], min_category_count=20)
+    transform = fit_transform(frame[:600], "y", "binary", ["neg", "pos"], [], spec)
+    scoring = frame.with_columns(pl.when(pl.int_range(pl.len()) > 900).then(pl.lit("unseen")).otherwise(pl.col("c"))
+                                 .alias("c"))  # levels unseen in training only in the last partitions
+    whole, whole_digests = write_matrix(matrix_frame(scoring, transform, "part"), str(tmp_path / "whole"), 128)
+    per, per_digests = write_matrix(scoring, str(tmp_path / "per"), 128,
+                                    apply=lambda rows: matrix_frame(rows, transform, "part"))
+    assert len(per) == len(whole) == 8
+    assert per_digests == whole_digests  # byte for byte, partition by partition
