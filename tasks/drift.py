@@ -77,10 +77,11 @@ def profile_rows(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sample(n=PROFILE_ROWS, seed=0) if frame.height > PROFILE_ROWS else frame
 
 
-def data_profile(frame: pl.DataFrame, skip: list[str]) -> dict[str, Any]:
-    """Profile of every column but those in `skip` (the target, ids); `rows` counts the whole frame."""
+def data_profile(frame: pl.DataFrame, skip: list[str], rows: Optional[int] = None) -> dict[str, Any]:
+    """Profile of every column but those in `skip` (the target, ids); `rows` counts the whole data (default: the
+    frame's rows; given when the frame is already a sample of it)."""
     sample = profile_rows(frame)
-    return {"rows": frame.height, "profiled_rows": sample.height,
+    return {"rows": frame.height if rows is None else rows, "profiled_rows": sample.height,
             "columns": {c: column_profile(sample.get_column(c)) for c in frame.columns if c not in skip}}
 
 
@@ -114,11 +115,13 @@ def shift_label(value: float) -> str:
     return "large" if value > PSI_LARGE else "moderate" if value > PSI_MODERATE else "stable"
 
 
-def drift_report(reference: dict[str, Any], frame: pl.DataFrame, skip: list[str]) -> dict[str, Any]:
-    """Per-column drift of `frame` against a reference data profile, largest shift first."""
+def drift_report(reference: dict[str, Any], frame: pl.DataFrame, skip: list[str],
+                 rows: Optional[int] = None) -> dict[str, Any]:
+    """Per-column drift of `frame` against a reference data profile, largest shift first (`rows` as in
+    `data_profile`)."""
     columns = {}
     present = set(frame.columns)
-    rows, frame = frame.height, profile_rows(frame)
+    rows, frame = frame.height if rows is None else rows, profile_rows(frame)
     for name, ref in reference["columns"].items():
         if name in skip:
             continue
@@ -145,9 +148,16 @@ def champion_profile(artifacts: str, name: str, version: Optional[int]) -> Optio
 def drift_task(run: RunContext, champion_version: Optional[int]) -> Drift:
     """This run's training-data profile, and its drift against the champion's when there is one."""
     skip = [run.spec.target, *run.spec.id_columns]
-    train = storage.read_parquet(run.parts.uris["train"])
+    rows = None
+    if run.parts.out_of_core:  # a seeded sample of PROFILE_ROWS rows, gathered slice by slice
+        from trainpipe.outofcore import sample_rows
+
+        rows = run.parts.rows["train"]
+        train = sample_rows(run.parts.uris["train"], rows, PROFILE_ROWS)
+    else:
+        train = storage.read_parquet(run.parts.uris["train"])
     reference = champion_profile(run.artifacts, run.spec.name, champion_version)
     report = None
     if reference is not None:
-        report = {"champion_version": champion_version, **drift_report(reference, train, skip)}
-    return Drift(profile=data_profile(train, skip), report=report)
+        report = {"champion_version": champion_version, **drift_report(reference, train, skip, rows)}
+    return Drift(profile=data_profile(train, skip, rows), report=report)
