@@ -341,6 +341,14 @@ def infer_contract_by_column(scan: pl.LazyFrame, target: str, task: TaskType, id
     return {**contract, "columns": columns}
 
 
+def _equal_as_text(values: pl.Series, label: pl.Series, head: int = 1000) -> bool:
+    """`leaking_columns`' test for one column; its first rows first, so that a column that differs early is never
+    cast to text whole (a float column as text is several times its size)."""
+    if not values.head(head).cast(pl.String, strict=False).equals(label.head(head).rename(values.name)):
+        return False
+    return values.cast(pl.String, strict=False).equals(label.rename(values.name))
+
+
 def check_by_column(
     scan: pl.LazyFrame, contract: dict[str, Any], validation: ValidationSpec, target: str, id_columns: list[str]
 ) -> tuple[pl.LazyFrame, list[dict[str, Any]], list[str]]:
@@ -373,8 +381,7 @@ def check_by_column(
                 coerced.append(violation)
             else:
                 checked.append(violation)
-        if (name != target and name not in id_columns
-                and column.get_column(name).cast(pl.String, strict=False).equals(label.rename(name))):
+        if name != target and name not in id_columns and _equal_as_text(column.get_column(name), label):
             leakage.append(name)
         del column
     rank = lambda v: order.get(v["column"], len(order))  # noqa: E731 - the in-memory order: contract order

@@ -215,15 +215,16 @@ def _local_or_bytes(uri: str) -> Any:
 # --- bounded-memory data stages ---------------------------------------------------------------------------
 
 # auto: the data stages stream when the source data, as polars holds it, would take more than this share of the
-# memory left to the process (measured in memory: split peaks near 4x the frame, 1.7 GB at 2M x 30 rows).
-DATA_MEMORY_FRACTION = 1 / 4
+# memory left to the process (measured in memory, above the ~250 MB a run needs at all: 4.3x the estimate at
+# 300k x 30 rows, 560 MB peak; 3x at 2M x 30, split 1.7 GB).
+DATA_MEMORY_FRACTION = 1 / 5
 # Rows a streaming stage holds at once when it works by row slices (split, features, drift's sample).
-SLICE_ROWS = 200_000
+SLICE_ROWS = 50_000
 
 
 def source_memory_bytes(files: list[dict[str, Any]]) -> int:
-    """About what the inputs take in memory once read: Parquet's uncompressed column bytes from its footer,
-    the file size for text formats (compressed text: twice that)."""
+    """About what the inputs take in memory once read: from a Parquet footer its uncompressed column bytes or 8
+    bytes a cell, whichever is more; the file size for text formats (compressed text: twice that)."""
     total = 0
     for file in files:
         if file.get("format") == "parquet":
@@ -232,7 +233,9 @@ def source_memory_bytes(files: list[dict[str, Any]]) -> int:
             fs, path = storage.get_fs(file["uri"])
             with storage.guarded(file["uri"]), fs.open(path, "rb") as handle:
                 meta = pq.ParquetFile(handle).metadata
-            total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            # Uncompressed Parquet understates polars' frame (dictionary-encoded text): at least 8 bytes a cell.
+            total += max(sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)),
+                         meta.num_rows * meta.num_columns * 8)
         else:
             compressed = file["uri"].lower().endswith((".gz", ".zst", ".bz2"))
             total += int(file.get("size") or 0) * (2 if compressed else 1)
