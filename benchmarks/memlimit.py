@@ -49,7 +49,7 @@ class MemoryLimit:
             raise
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for _ in range(50):  # whatever the child left behind (it was ours) ends with the group
             pids = self.pids()
             if not pids:

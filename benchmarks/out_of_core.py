@@ -27,8 +27,8 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from memlimit import MemoryLimit, supported  # noqa: E402
-from run import BIN, ROOT, measure, start_server, synthetic  # noqa: E402
+from memlimit import MemoryLimit, supported
+from run import BIN, ROOT, measure, start_server, synthetic
 
 # |AUC(out of core) - AUC(in memory)| allowed: ExtMemQuantileDMatrix sketches its bins page by page, so its
 # cut points (and the trees) differ a little from the in-memory QuantileDMatrix's.

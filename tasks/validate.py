@@ -384,7 +384,9 @@ def check_by_column(
         if name != target and name not in id_columns and _equal_as_text(column.get_column(name), label):
             leakage.append(name)
         del column
-    rank = lambda v: order.get(v["column"], len(order))  # noqa: E731 - the in-memory order: contract order
+    def rank(violation: dict[str, Any]) -> int:  # the in-memory order: the contract's column order
+        return order.get(violation["column"], len(order))
+
     typed = scan.with_columns(pl.col(name).cast(dtype, strict=False) for name, dtype in casts.items())
     return typed, missing + sorted(coerced, key=rank) + sorted(checked, key=rank) + table, leakage
 

@@ -57,7 +57,7 @@ def test_streaming_validate_matches_in_memory(write_snapshot, existing):
 
 @pytest.mark.parametrize("method", ["random", "stratified", "time"])
 def test_streaming_split_gives_the_same_parts(tmp_path, method, monkeypatch):
-    import trainpipe.outofcore as outofcore
+    from trainpipe import outofcore
 
     monkeypatch.setattr(outofcore, "SLICE_ROWS", 700)  # several slices, one of them short
     frame = make_rows(3000, "multiclass", seed=1).with_columns(pl.int_range(pl.len()).reverse().alias("t"))
