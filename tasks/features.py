@@ -126,7 +126,7 @@ def fit_transform_streaming(
                                  spec)
 
 
-def apply_streaming(uri: str, rows: int, transform: dict[str, Any], folder: str,
+def apply_streaming(uri: str, rows: Optional[int], transform: dict[str, Any], folder: str,
                     partition_rows: int) -> tuple[list[str], list[str], int]:
     """Apply the transform to a part one partition's rows at a time, each written as its partition: the same
     partitions as `write_matrix` over the whole part (the transform works row by row)."""

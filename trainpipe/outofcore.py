@@ -350,7 +350,8 @@ def publish_file(local_path: str, uri: str) -> None:
 def sink_plan(plan: pl.LazyFrame, uri: str) -> str:
     """Run a lazy plan with polars' streaming engine straight into a Parquet object; returns its sha256."""
     sink = ParquetSink(uri)
-    plan.sink_parquet(sink.tmp, compression="zstd", statistics=True)
+    # row groups of one slice: a slice read later decodes its own rows, not a larger group around them
+    plan.sink_parquet(sink.tmp, compression="zstd", statistics=True, row_group_size=SLICE_ROWS)
     sink.sha256 = file_sha256(sink.tmp)
     publish_file(sink.tmp, uri)
     return sink.sha256

@@ -27,10 +27,10 @@ SPEC = """data:
   uris: [{data}]
 target: y
 xgboost:
-  num_boost_round: 60
+  num_boost_round: 20
 compute:
-  external_memory: {mode}
-  partition_rows: 50000
+  external_memory: "{mode}"
+  partition_rows: 100000
 """
 
 
