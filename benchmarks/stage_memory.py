@@ -1,7 +1,7 @@
 """Peak memory of each data stage, in memory against out of core: each stage's plain function in a process of its
 own, its peak RSS (`wait4`) and peak anonymous memory (RssAnon, sampled) reported per stage.
 
-    .venv/bin/python benchmarks/stage_memory.py [--rows 2000000] [--work DIR]
+    .venv/bin/python benchmarks/stage_memory.py [--rows 2000000] [--work DIR] [--modes in_memory out_of_core]
 
 Uses the scale benchmark's synthetic Parquet (30 columns). Stages: ingest, validate, split, features, drift (its
 profile), train (out of core: 50 rounds over the partitions; in memory: 50 rounds on a QuantileDMatrix).
@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--work", default="/tmp/trainpipe-stage-memory")
+    parser.add_argument("--modes", nargs="+", default=["in_memory", "out_of_core"], choices=["in_memory", "out_of_core"])
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
     result: dict[str, Any] = {"rows": args.rows}
-    for mode in ("in_memory", "out_of_core"):
+    for mode in args.modes:
         for stage in STAGES:
             child = subprocess.Popen([sys.executable, __file__, "--rows", str(args.rows), "--work", str(work),
                                       "--stage", stage, "--mode", mode], env=env, cwd=root,
