@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,11 +29,20 @@ from typing import Any, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from memlimit import MemoryLimit, supported
-from run import BIN, ROOT, measure, start_server, synthetic
+from run import BIN, ROOT, measure, start_server
 
 # |AUC(out of core) - AUC(in memory)| allowed: ExtMemQuantileDMatrix sketches its bins page by page, so its
 # cut points (and the trees) differ a little from the in-memory QuantileDMatrix's.
 AUC_TOLERANCE = 0.005
+
+
+def make_data(work: Path, rows: int) -> Path:
+    """The synthetic Parquet, generated in a child process: Linux carries a process's peak RSS over into the
+    children it starts, so generating it here would inflate the runs' `wait4` peaks."""
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); from run import synthetic; " \
+           f"from pathlib import Path; print(synthetic(Path({str(work)!r}), {rows}, 'parquet'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def write_spec(work: Path, data: Path, partition_rows: int, mode: str = "auto") -> Path:
@@ -53,7 +63,7 @@ def summary(stdout: str) -> Optional[dict[str, Any]]:
 def measure_out_of_core(work: Path, env: dict[str, str], rows: int, limit_mb: int,
                         partition_rows: int, mode: str = "auto") -> dict[str, Any]:
     """Both runs and the comparison, as one JSON-ready dict (`mode`: the limited run's external_memory)."""
-    data = synthetic(work, rows, "parquet")
+    data = make_data(work, rows)
     spec = write_spec(work, data, partition_rows, mode)
     cmd = [str(BIN / "trainpipe"), "train", str(spec), "--json"]
     with MemoryLimit(limit_mb * 2**20, "bench") as limit:

@@ -1,11 +1,12 @@
 """Peak memory of each data stage, in memory against out of core: each stage's plain function in a process of its
-own, its peak RSS (`wait4`) and peak anonymous memory (RssAnon, sampled) reported per stage.
+own, its peak anonymous memory (RssAnon, sampled every 20 ms) reported per stage. (Not `wait4`'s peak RSS:
+Linux carries the parent's peak into its children, and polars maps local Parquet files, which RSS counts.)
 
     .venv/bin/python benchmarks/stage_memory.py [--rows 2000000] [--work DIR] [--modes in_memory out_of_core]
 
 Uses the scale benchmark's synthetic Parquet (30 columns). Stages: ingest, validate, split, features, drift (its
 profile), train (out of core: 50 rounds over the partitions; in memory: 50 rounds on a QuantileDMatrix).
-Prints JSON: {stage: {mode: {rss_mb, anon_mb, seconds}}}.
+Prints JSON: {stage: {mode: {anon_mb, seconds}}}.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def run_stage(stage: str, mode: str, work: Path, data: Path) -> dict[str, Any]:
         from trainpipe.spec import ValidationSpec
 
         check = validate_snapshot_streaming if streaming else validate_snapshot
-        frame, contract, report = check(str(out / "snap.parquet"), "fp", "y", None, [], [], None, ValidationSpec(),
+        frame, contract, _ = check(str(out / "snap.parquet"), "fp", "y", None, [], [], None, ValidationSpec(),
                                         None)
         target = str(out / "valid.parquet")
         sink_plan(frame, target) if streaming else storage.write_parquet(frame, target)
@@ -157,13 +158,13 @@ def main(argv: list[str] | None = None) -> int:
             child = subprocess.Popen([sys.executable, __file__, "--rows", str(args.rows), "--work", str(work),
                                       "--stage", stage, "--mode", mode], env=env, cwd=root,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            _, status, usage = os.wait4(child.pid, 0)
+            _, status, _ = os.wait4(child.pid, 0)
             text = child.stdout.read().decode()
             if os.waitstatus_to_exitcode(status):
                 print(child.stderr.read().decode()[-2000:], file=sys.stderr)
                 return 1
             numbers = json.loads(text.strip().splitlines()[-1])
-            result.setdefault(stage, {})[mode] = {"rss_mb": round(usage.ru_maxrss / 1024), **numbers}
+            result.setdefault(stage, {})[mode] = numbers
             print(stage, mode, result[stage][mode], file=sys.stderr, flush=True)
     print(json.dumps(result, indent=2))
     return 0
