@@ -15,7 +15,7 @@ from tasks.drift import drift_task
 from tasks.evaluate import evaluate_task
 from tasks.features import features_task
 from tasks.gate import gate_task
-from tasks.ingest import fingerprint_task, ingest_task
+from tasks.ingest import fingerprint_task, ingest_task, memory_plan_task
 from tasks.plots import plots_task
 from tasks.promote import promote_task
 from tasks.split import split_task
@@ -36,19 +36,21 @@ def train_flow(spec: TrainSpec, trigger: Optional[dict[str, Any]] = None) -> dic
     artifacts = storage.normalize_root(spec.artifacts)
     stages: dict[str, Any] = {}
     sources = fingerprint_task(spec.data)
-    snapshot = run_stage(stages, "ingest", ingest_task, sources, spec.data, artifacts)
+    memory = memory_plan_task(sources, spec.compute.external_memory)  # out of core or not, decided once
+    snapshot = run_stage(stages, "ingest", ingest_task, sources, spec.data, artifacts, memory.out_of_core)
     contract = contract_ref_task(artifacts, spec.name, snapshot, spec.target, spec.task, spec.id_columns,
                                  spec.drop_columns)
     validated = run_stage(stages, "validate", validate_task, snapshot, spec.target, spec.task, spec.id_columns,
-                          spec.drop_columns, spec.split.time_column, spec.validation, contract, artifacts)
+                          spec.drop_columns, spec.split.time_column, spec.validation, contract, artifacts,
+                          memory.out_of_core)
     parts = run_stage(stages, "split", split_task, validated, spec.split, spec.target, validated.task_type, spec.seed,
-                      artifacts)
+                      artifacts, memory.out_of_core)
     matrices = run_stage(stages, "features", features_task, parts, validated, spec.target, spec.id_columns,
-                         spec.features, artifacts, spec.compute.partition_rows)
+                         spec.features, artifacts, spec.compute.partition_rows, memory.out_of_core)
     fit = fit_part(spec, matrices, validated)  # tune + train, here or on compute.train_pool
     stages.update(fit.stages)
     run = RunContext(spec=spec, artifacts=artifacts, sources=sources, snapshot=snapshot, validated=validated,
-                     parts=parts, matrices=matrices, fit=fit, stages=stages, trigger=trigger)
+                     parts=parts, matrices=matrices, fit=fit, stages=stages, trigger=trigger, memory=memory)
     outcome = find_stored_task(run)
     if outcome is None:
         evaluation = run_stage(stages, "evaluate", evaluate_task, matrices, fit.model, validated.task_type,

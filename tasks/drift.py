@@ -82,8 +82,8 @@ def profile_rows(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def data_profile(frame: pl.DataFrame, skip: list[str], rows: Optional[int] = None) -> dict[str, Any]:
-    """Profile of every column but those in `skip` (the target, ids); `rows` counts the whole frame. A frame of
-    more than `PROFILE_ROWS` rows is sampled; one already sampled (`profile_rows`) comes with its `rows`."""
+    """Profile of every column but those in `skip` (the target, ids); `rows` counts the whole data (default: the
+    frame's rows; given when the frame is already a sample of it)."""
     sample = profile_rows(frame)
     return {"rows": frame.height if rows is None else rows, "profiled_rows": sample.height,
             "columns": {c: column_profile(sample.get_column(c)) for c in frame.columns if c not in skip}}
@@ -155,9 +155,15 @@ def champion_profile(artifacts: str, name: str, version: Optional[int]) -> Optio
 def drift_task(run: RunContext, champion_version: Optional[int]) -> Drift:
     """This run's training-data profile, and its drift against the champion's when there is one."""
     skip = [run.spec.target, *run.spec.id_columns]
-    train = storage.read_parquet(run.parts.uris["train"])
-    rows, sample = train.height, profile_rows(train)  # sampled once for the profile and the report
-    del train
+    if run.parts.out_of_core:  # a seeded sample of PROFILE_ROWS rows, gathered slice by slice
+        from trainpipe.outofcore import sample_rows
+
+        rows = run.parts.rows["train"]
+        sample = sample_rows(run.parts.uris["train"], rows, PROFILE_ROWS)
+    else:
+        train = storage.read_parquet(run.parts.uris["train"])
+        rows, sample = train.height, profile_rows(train)  # sampled once for the profile and the report
+        del train
     reference = champion_profile(run.artifacts, run.spec.name, champion_version)
     report = None
     if reference is not None:

@@ -7,6 +7,7 @@ classes), stored with the model so that `trainpipe predict` reproduces it exactl
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Optional
 
 import polars as pl
@@ -70,11 +71,25 @@ def fit_transform(
     spec: FeatureSpec,
 ) -> dict[str, Any]:
     """Fit the transform on the training part."""
+    frame = add_derived(train, [d.model_dump() for d in spec.derived])
+    return fit_transform_columns(train.columns, frame.get_column, target, task_type, classes, id_columns, spec)
+
+
+def fit_transform_columns(
+    columns: list[str],
+    column: Callable[[str], pl.Series],
+    target: str,
+    task_type: TaskType,
+    classes: Optional[list[Any]],
+    id_columns: list[str],
+    spec: FeatureSpec,
+) -> dict[str, Any]:
+    """Fit the transform from the training part's column names and one column at a time (`column(name)`, derived
+    columns included): each column's kind and levels depend on that column alone."""
     derived = [d.model_dump() for d in spec.derived]
-    raw_columns = [c for c in train.columns if c != target and c not in id_columns]
-    frame = add_derived(train, derived)
+    raw_columns = [c for c in columns if c != target and c not in id_columns]
     candidates = raw_columns + [d["name"] for d in derived if d["name"] not in raw_columns]
-    inputs = [fit_column(frame.get_column(name), spec) for name in candidates]
+    inputs = [fit_column(column(name), spec) for name in candidates]
     names, types = feature_columns(inputs)
     if not names:
         raise DataError(f"no usable feature columns besides the target {target!r}")
@@ -90,6 +105,42 @@ def fit_transform(
     }
 
 
+def fit_transform_streaming(
+    train_uri: str, target: str, task_type: TaskType, classes: Optional[list[Any]], id_columns: list[str],
+    spec: FeatureSpec,
+) -> dict[str, Any]:
+    """`fit_transform` reading the training part one column at a time (a derived column from the columns its
+    expression reads): the same transform in the memory of a column."""
+    from trainpipe.outofcore import scan_uri
+
+    scan = scan_uri(train_uri)
+    exprs = {d.name: d.expr for d in spec.derived}
+
+    def column(name: str) -> pl.Series:
+        if name in exprs:
+            return add_derived(scan, [{"name": name, "expr": exprs[name]}]).select(name).collect(
+                engine="streaming").to_series()
+        return scan.select(name).collect(engine="streaming").to_series()
+
+    return fit_transform_columns(scan.collect_schema().names(), column, target, task_type, classes, id_columns,
+                                 spec)
+
+
+def apply_streaming(uri: str, rows: Optional[int], transform: dict[str, Any], folder: str,
+                    partition_rows: int) -> tuple[list[str], list[str], int]:
+    """Apply the transform to a part one partition's rows at a time, each written as its partition: the same
+    partitions as `write_matrix` over the whole part (the transform works row by row)."""
+    from trainpipe.matrices import partition_name
+    from trainpipe.outofcore import iter_slices
+
+    uris, digests, total = [], [], 0
+    for index, (_, frame) in enumerate(iter_slices(uri, partition_rows, rows)):
+        uris.append(storage.join(folder, partition_name(index)))
+        digests.append(storage.write_parquet(matrix_frame(frame, transform, uri), uris[-1]))
+        total += frame.height
+    return uris, digests, total
+
+
 @cached_stage("features", Matrices)
 def features_task(
     parts: Parts,
@@ -99,10 +150,13 @@ def features_task(
     features: FeatureSpec,
     artifacts: str,
     partition_rows: int = 1_000_000,
+    out_of_core: bool = False,
 ) -> Matrices:
     """Fit the transform on the training part, apply it to every part and write each as Parquet partitions."""
     started = time.perf_counter()
     folder = current_stage_dir("features")
+    if out_of_core:
+        return _features_streaming(parts, validated, target, id_columns, features, folder, partition_rows, started)
     train = storage.read_parquet(parts.uris["train"])
     transform = fit_transform(train, target, validated.task_type, validated.classes, id_columns, features)
     uris, rows, partitions, digests = {}, {}, {}, []
@@ -114,7 +168,13 @@ def features_task(
                                                  apply=lambda rows, source=uri: matrix_frame(rows, transform, source))
         digests.extend(written)
     digests.append(storage.write_json(storage.join(folder, "transform.json"), transform))
-    meta = {
+    return finish_stage(folder, Matrices, _matrices_meta(folder, transform, uris, rows, partitions), started,
+                        content=digests)
+
+
+def _matrices_meta(folder: str, transform: dict[str, Any], uris: dict[str, str], rows: dict[str, int],
+                   partitions: dict[str, list[str]]) -> dict[str, Any]:
+    return {
         "uris": uris,
         "rows": rows,
         "partitions": partitions,
@@ -123,4 +183,19 @@ def features_task(
         "feature_types": transform["feature_types"],
         "dropped": [{"column": e["name"], "reason": e["reason"]} for e in transform["inputs"] if e["kind"] == "drop"],
     }
+
+
+def _features_streaming(parts: Parts, validated: Validated, target: str, id_columns: list[str],
+                        features: FeatureSpec, folder: str, partition_rows: int, started: float) -> Matrices:
+    """The features stage out of core: fitted column by column, applied and written partition by partition."""
+    transform = fit_transform_streaming(parts.uris["train"], target, validated.task_type, validated.classes,
+                                        id_columns, features)
+    uris, rows, partitions, digests = {}, {}, {}, []
+    for name, uri in parts.uris.items():
+        uris[name] = storage.join(folder, name)
+        partitions[name], written, rows[name] = apply_streaming(uri, parts.rows.get(name), transform, uris[name],
+                                                                partition_rows)
+        digests.extend(written)
+    digests.append(storage.write_json(storage.join(folder, "transform.json"), transform))
+    meta = {**_matrices_meta(folder, transform, uris, rows, partitions), "out_of_core": True}
     return finish_stage(folder, Matrices, meta, started, content=digests)

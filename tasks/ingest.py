@@ -10,8 +10,9 @@ from prefect import get_run_logger, task
 from tasks.common import TRANSIENT_RETRIES, cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.errors import DataError
-from trainpipe.results import Snapshot, Sources
-from trainpipe.sources import load_files, resolve_sources, sources_fingerprint
+from trainpipe.outofcore import parquet_rows, plan_memory, scan_uri, sink_plan
+from trainpipe.results import MemoryPlan, Snapshot, Sources
+from trainpipe.sources import load_files, resolve_sources, scan_file, sources_fingerprint
 from trainpipe.spec import DataSpec
 
 
@@ -33,6 +34,36 @@ def ingest_files(files: list[dict[str, Any]], data: DataSpec, snapshot_uri: str)
     }
 
 
+def ingest_files_streaming(files: list[dict[str, Any]], data: DataSpec, snapshot_uri: str) -> dict[str, Any]:
+    """`ingest_files` in bounded memory: the stacked scans run with polars' streaming engine into the snapshot
+    (no frame is collected). When the streamed read fails, the whole-frame read runs to name what is wrong."""
+    import polars as pl
+
+    scans = [scan_file(f, data) for f in files]
+    plan = scans[0] if len(scans) == 1 else pl.concat(scans, how="diagonal_relaxed")
+    try:
+        digest = sink_plan(plan, snapshot_uri)
+    except (pl.exceptions.PolarsError, OSError, ValueError):
+        return ingest_files(files, data, snapshot_uri)  # its per-file reads give the message (or read it after all)
+    rows = parquet_rows(snapshot_uri)
+    if rows == 0:
+        raise DataError(f"no rows in {', '.join(f['uri'] for f in files)}")
+    schema = scan_uri(snapshot_uri).collect_schema()
+    return {"sha256": digest, "uri": snapshot_uri, "rows": rows, "columns": list(schema.names()),
+            "dtypes": {name: str(dtype) for name, dtype in schema.items()}, "sources": files, "notes": [],
+            "out_of_core": True}
+
+
+@task(name="plan-memory")
+def memory_plan_task(sources: Sources, external_memory: str) -> MemoryPlan:
+    """Decide once, before any data is read, whether the run works out of core; never cached (the memory left
+    to this process is part of the answer)."""
+    plan = MemoryPlan(**plan_memory(external_memory, sources.files))
+    if plan.out_of_core:
+        get_run_logger().info("out of core: %s", plan.reason)
+    return plan
+
+
 @task(name="fingerprint-sources", **TRANSIENT_RETRIES)
 def fingerprint_task(data: DataSpec) -> Sources:
     """List and fingerprint the inputs; never cached, since this is how changes are seen."""
@@ -41,10 +72,11 @@ def fingerprint_task(data: DataSpec) -> Sources:
 
 
 @cached_stage("ingest", Snapshot)
-def ingest_task(sources: Sources, data: DataSpec, artifacts: str) -> Snapshot:
+def ingest_task(sources: Sources, data: DataSpec, artifacts: str, out_of_core: bool = False) -> Snapshot:
     started = time.perf_counter()
     folder = current_stage_dir("ingest")
-    meta = ingest_files(sources.files, data, storage.join(folder, "snapshot.parquet"))
+    ingest = ingest_files_streaming if out_of_core else ingest_files
+    meta = ingest(sources.files, data, storage.join(folder, "snapshot.parquet"))
     for note in meta["notes"]:
         get_run_logger().warning("%s", note)
     return finish_stage(folder, Snapshot, meta, started, content=[meta["sha256"]])

@@ -71,6 +71,13 @@ def time_assignment(order_values: pl.Series, test_fraction: float, valid_fractio
     return labels
 
 
+def class_codes(values: pl.Series) -> np.ndarray:
+    """Each row's class as its index among the sorted class labels (as text): the order and grouping
+    `np.unique` gives the labels themselves, in a small integer array instead of a Python string per row."""
+    text = values.cast(pl.String)
+    return text.unique().sort().search_sorted(text).to_numpy()
+
+
 def assign_parts(frame: pl.DataFrame, split: SplitSpec, target: str, task_type: TaskType, seed: int) -> np.ndarray:
     """Part label per row (0 train, 1 valid, 2 test)."""
     if frame.height < MIN_ROWS:
@@ -82,8 +89,7 @@ def assign_parts(frame: pl.DataFrame, split: SplitSpec, target: str, task_type: 
     if method == "stratified":
         if task_type == "regression":
             raise DataError("split.method stratified needs a classification task")
-        classes = frame.get_column(target).cast(pl.String).to_numpy()
-        return stratified_assignment(classes, split.test_fraction, split.validation_fraction, rng)
+        return stratified_assignment(class_codes(frame.get_column(target)), split.test_fraction, split.validation_fraction, rng)
     return random_assignment(frame.height, split.test_fraction, split.validation_fraction, rng)
 
 
@@ -96,6 +102,28 @@ def split_frame(
     return {part: tagged.filter(pl.col("_part") == code).drop("_part") for code, part in enumerate(PARTS)}
 
 
+def split_streaming(
+    uri: str, rows: int, folder: str, split: SplitSpec, target: str, task_type: TaskType, seed: int
+) -> tuple[dict[str, str], dict[str, int], list[str]]:
+    """`split_frame` in bounded memory: the part labels come from the one column they depend on (the target,
+    or the time column), so they are the same as in memory; the rows go to the parts slice by slice."""
+    from trainpipe.outofcore import SLICE_ROWS, ParquetSink, iter_slices, read_columns
+
+    method = resolve_method(split, task_type)
+    needed = [split.time_column] if method == "time" and split.time_column else [target]
+    labels = assign_parts(read_columns(uri, needed), split, target, task_type, seed)
+    sinks = {name: ParquetSink(storage.join(folder, f"{name}.parquet")) for name in PARTS}
+    empty = None
+    for start, frame in iter_slices(uri, SLICE_ROWS, rows):
+        codes = pl.Series("_part", labels[start:start + frame.height])
+        empty = frame.head(0)
+        for code, name in enumerate(PARTS):
+            sinks[name].write(frame.filter(codes == code))
+    digests = [sinks[name].close(empty) for name in PARTS]
+    return ({name: sink.uri for name, sink in sinks.items()}, {name: sink.rows for name, sink in sinks.items()},
+            digests)
+
+
 @cached_stage("split", Parts)
 def split_task(
     validated: Validated,
@@ -104,9 +132,14 @@ def split_task(
     task_type: TaskType,
     seed: int,
     artifacts: str,
+    out_of_core: bool = False,
 ) -> Parts:
     started = time.perf_counter()
     folder = current_stage_dir("split")
+    if out_of_core:
+        uris, rows, digests = split_streaming(validated.uri, validated.rows, folder, split, target, task_type, seed)
+        meta = {"uris": uris, "rows": rows, "method": resolve_method(split, task_type), "out_of_core": True}
+        return finish_stage(folder, Parts, meta, started, content=digests)
     parts = split_frame(storage.read_parquet(validated.uri), split, target, task_type, seed)
     uris, digests = {}, []
     for name, part in parts.items():

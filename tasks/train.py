@@ -118,7 +118,8 @@ def train_task(
         info["refit_on_train_and_valid"] = bool(xgboost.refit)
         return _store_model(folder, booster, params, info, tuning, started)
     rows = matrices.rows.get("train", 0) + matrices.rows.get("valid", 0)
-    if use_external_memory(external_memory, rows, len(types)):
+    # a run whose data stages went out of core (decided before ingest) trains out of core too
+    if matrices.out_of_core or use_external_memory(external_memory, rows, len(types)):
         booster, info = fit_external(matrices, params, xgboost)
         return _store_model(folder, booster, params, info, tuning, started)
     train = read_matrix(matrices.uris["train"])

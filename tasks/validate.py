@@ -8,6 +8,7 @@ checked against the contract published with the latest version, before any train
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
 import polars as pl
@@ -213,6 +214,53 @@ def reject_non_finite(frame: pl.DataFrame, skip: list[str], source: str, max_row
                         f"(±{FLOAT32_MAX:.4g}) cannot be trained on: fix or blank them")
 
 
+def resolve_contract(
+    target_values: pl.Series,
+    infer: Callable[[TaskType], dict[str, Any]],
+    contract: Optional[dict[str, Any]],
+    snapshot_fingerprint: str,
+    target: str,
+    task_type: Optional[TaskType],
+    id_columns: list[str],
+    drop_columns: list[str],
+    source: str,
+) -> tuple[dict[str, Any], TaskType, str, str, list[dict[str, Any]]]:
+    """The contract in force (inferred by `infer` on a first run), the task, why, where the contract came from,
+    and the violations of the target's role."""
+    violations: list[dict[str, Any]] = []
+    if contract is None:
+        try:
+            inferred_task, reason = infer_task(target_values)
+        except DataError as error:
+            raise DataError(f"{source}: {error}") from None
+        resolved_task = task_type or inferred_task
+        if task_type and task_type != inferred_task:
+            reason = f"set in the spec (the data alone suggests {inferred_task}: {reason})"
+        elif task_type:
+            reason = "set in the spec"
+        contract = infer(resolved_task)
+        contract["target"]["reason"] = reason
+        contract["origin"] = contract_origin(snapshot_fingerprint, target, task_type, id_columns, drop_columns)
+        contract_source = "inferred"
+        n_classes = len(contract["target"].get("classes") or [])
+        if resolved_task == "binary" and n_classes != 2:
+            raise DataError(f"{source}: task is binary but target {target!r} has {n_classes} classes")
+        if n_classes > MAX_CLASSES:
+            raise DataError(f"{source}: target {target!r} has {n_classes} classes (at most {MAX_CLASSES}); "
+                            "is it a regression target?")
+    else:
+        resolved_task = contract["target"]["task"]
+        reason = f"{contract['target'].get('reason', 'set')}; kept from the model's data contract"
+        contract_source = "existing"
+        if contract["target"]["name"] != target:
+            wrong = f"target is {contract['target']['name']!r} in the contract"
+            violations.append(whole_column_violation(target, wrong))
+        if task_type and task_type != resolved_task:
+            wrong = f"task is {resolved_task!r} in the contract, {task_type!r} in the spec"
+            violations.append(whole_column_violation(target, wrong))
+    return contract, resolved_task, reason, contract_source, violations
+
+
 def validate_snapshot(
     snapshot_uri: str,
     snapshot_fingerprint: str,
@@ -243,37 +291,9 @@ def validate_snapshot(
     if frame.height == 0:
         raise DataError(f"{source}: every row has a null target {target!r}")
 
-    violations: list[dict[str, Any]] = []
-    if contract is None:
-        try:
-            inferred_task, reason = infer_task(frame.get_column(target))
-        except DataError as error:
-            raise DataError(f"{source}: {error}") from None
-        resolved_task = task_type or inferred_task
-        if task_type and task_type != inferred_task:
-            reason = f"set in the spec (the data alone suggests {inferred_task}: {reason})"
-        elif task_type:
-            reason = "set in the spec"
-        contract = infer_contract(frame, target, resolved_task, id_columns)
-        contract["target"]["reason"] = reason
-        contract["origin"] = contract_origin(snapshot_fingerprint, target, task_type, id_columns, drop_columns)
-        contract_source = "inferred"
-        n_classes = len(contract["target"].get("classes") or [])
-        if resolved_task == "binary" and n_classes != 2:
-            raise DataError(f"{source}: task is binary but target {target!r} has {n_classes} classes")
-        if n_classes > MAX_CLASSES:
-            raise DataError(f"{source}: target {target!r} has {n_classes} classes (at most {MAX_CLASSES}); "
-                            "is it a regression target?")
-    else:
-        resolved_task = contract["target"]["task"]
-        reason = f"{contract['target'].get('reason', 'set')}; kept from the model's data contract"
-        contract_source = "existing"
-        if contract["target"]["name"] != target:
-            wrong = f"target is {contract['target']['name']!r} in the contract"
-            violations.append(whole_column_violation(target, wrong))
-        if task_type and task_type != resolved_task:
-            wrong = f"task is {resolved_task!r} in the contract, {task_type!r} in the spec"
-            violations.append(whole_column_violation(target, wrong))
+    contract, resolved_task, reason, contract_source, violations = resolve_contract(
+        frame.get_column(target), lambda task: infer_contract(frame, target, task, id_columns), contract,
+        snapshot_fingerprint, target, task_type, id_columns, drop_columns, source)
     # The first run casts its own data too, so every run's frame has the contract's dtypes; the contract's
     # checks (inferred from this very frame) run only against later data.
     checked, found = check_frame(frame, contract, validation, checks=contract_source == "existing")
@@ -295,6 +315,142 @@ def validate_snapshot(
         "passed": not violations,
     }
     return checked, contract, report
+
+
+def reject_non_finite_lazy(scan: pl.LazyFrame, skip: list[str], source: str) -> None:
+    """`reject_non_finite` over a lazy scan: one streaming pass counts the offenders; only the columns holding
+    any are read to name their rows."""
+    floats = [name for name, dtype in scan.collect_schema().items() if name not in skip and dtype.is_float()]
+    if not floats:
+        return
+    counts = scan.select((pl.col(floats).abs() > FLOAT32_MAX).sum()).collect(engine="streaming").row(0, named=True)
+    bad = [name for name in floats if counts[name]]
+    if bad:
+        reject_non_finite(scan.select(bad).collect(engine="streaming"), skip, source)
+
+
+def infer_contract_by_column(scan: pl.LazyFrame, target: str, task: TaskType, id_columns: list[str]) -> dict[str, Any]:
+    """`infer_contract` one column at a time (each beside the target): every column's entry is computed from
+    that column alone, so the contract is the same as over the whole frame, in the memory of two columns."""
+    contract: Optional[dict[str, Any]] = None
+    columns: dict[str, Any] = {}
+    for name in scan.collect_schema().names():
+        block = scan.select(list(dict.fromkeys([name, target]))).collect(engine="streaming")
+        part = infer_contract(block, target, task, id_columns)
+        columns[name] = part["columns"][name]
+        contract = contract or part
+    assert contract is not None
+    return {**contract, "columns": columns}
+
+
+def _equal_as_text(values: pl.Series, label: pl.Series, head: int = 1000) -> bool:
+    """`leaking_columns`' test for one column; its first rows first, so that a column that differs early is never
+    cast to text whole (a float column as text is several times its size)."""
+    if not values.head(head).cast(pl.String, strict=False).equals(label.head(head).rename(values.name)):
+        return False
+    return values.cast(pl.String, strict=False).equals(label.rename(values.name))
+
+
+def check_by_column(
+    scan: pl.LazyFrame, contract: dict[str, Any], validation: ValidationSpec, target: str, id_columns: list[str]
+) -> tuple[pl.LazyFrame, list[dict[str, Any]], list[str]]:
+    """`check_frame` and `leaking_columns` one column at a time (columns are checked independently: the same
+    violations); returns the lazy plan casting the scan to the contract's dtypes, the violations and the
+    leaking columns."""
+    schema = scan.collect_schema()
+    order = {name: i for i, name in enumerate(contract["columns"])}
+    missing = [whole_column_violation(name, "column_in_dataframe") for name in contract["columns"]
+               if name not in schema]
+    dtypes = contract_dtypes(contract)
+    label = scan.select(pl.col(target).cast(pl.String)).collect(engine="streaming").to_series()
+    coerced, checked, table, leakage, casts = [], [], [], [], {}
+    for name in schema.names():
+        column = scan.select(name).collect(engine="streaming")
+        if name in dtypes and schema[name] != dtypes[name]:
+            try:
+                column.select(pl.col(name).head(1).cast(dtypes[name], strict=False))
+                casts[name] = dtypes[name]
+            except pl.exceptions.PolarsError:
+                pass
+        _, found = check_frame(column, contract, validation)
+        for violation in found:
+            if violation["check"] == "column_in_dataframe":
+                continue
+            if violation["column"] is None:
+                if violation not in table:
+                    table.append(violation)
+            elif violation["check"].startswith("coerce_dtype("):
+                coerced.append(violation)
+            else:
+                checked.append(violation)
+        if name != target and name not in id_columns and _equal_as_text(column.get_column(name), label):
+            leakage.append(name)
+        del column
+    def rank(violation: dict[str, Any]) -> int:  # the in-memory order: the contract's column order
+        return order.get(violation["column"], len(order))
+
+    typed = scan.with_columns(pl.col(name).cast(dtype, strict=False) for name, dtype in casts.items())
+    return typed, missing + sorted(coerced, key=rank) + sorted(checked, key=rank) + table, leakage
+
+
+def validate_snapshot_streaming(
+    snapshot_uri: str,
+    snapshot_fingerprint: str,
+    target: str,
+    task_type: Optional[TaskType],
+    id_columns: list[str],
+    drop_columns: list[str],
+    time_column: Optional[str],
+    validation: ValidationSpec,
+    contract: Optional[dict[str, Any]],
+    source: Optional[str] = None,
+) -> tuple[pl.LazyFrame, dict[str, Any], dict[str, Any]]:
+    """`validate_snapshot` in bounded memory (out of core): the same checks, contract and messages, one column
+    at a time over a lazy scan; returns the validated rows as a lazy plan (sunk by the caller)."""
+    from trainpipe.outofcore import scan_uri
+
+    source = source or snapshot_uri
+    scan = scan_uri(snapshot_uri)
+    require_columns(
+        pl.DataFrame(schema=scan.collect_schema()),
+        {"target": [target], "id column": id_columns, "time column": [time_column] if time_column else []},
+        source=source,
+    )
+    scan = scan.drop([c for c in drop_columns if c in scan.collect_schema()])
+    floats = [name for name, dtype in scan.collect_schema().items() if dtype.is_float()]
+    if floats:
+        scan = scan.with_columns(pl.col(floats).fill_nan(None))
+    reject_non_finite_lazy(scan, id_columns, source)
+    null_target = int(scan.select(pl.col(target).null_count()).collect(engine="streaming").item())
+    scan = scan.filter(pl.col(target).is_not_null())
+    rows = int(scan.select(pl.len()).collect(engine="streaming").item())
+    if rows == 0:
+        raise DataError(f"{source}: every row has a null target {target!r}")
+
+    target_values = scan.select(target).collect(engine="streaming").to_series()
+    contract, resolved_task, reason, contract_source, violations = resolve_contract(
+        target_values, lambda task: infer_contract_by_column(scan, target, task, id_columns), contract,
+        snapshot_fingerprint, target, task_type, id_columns, drop_columns, source)
+    del target_values
+    typed, found, leakage = check_by_column(scan, contract, validation, target, id_columns)
+    violations.extend(found)
+    names = scan.collect_schema().names()
+    report = {
+        "leakage": leakage,
+        "source": source,
+        "snapshot": snapshot_uri,
+        "rows_in": rows + null_target,
+        "rows_valid": rows,
+        "dropped_null_target": null_target,
+        "contract": contract_source,
+        "task": resolved_task,
+        "task_reason": reason,
+        "mode": validation.mode,
+        "new_columns": sorted(set(names) - set(contract["columns"])),
+        "violations": violations,
+        "passed": not violations,
+    }
+    return typed, contract, report
 
 
 def leaking_columns(frame: pl.DataFrame, target: str, skip: list[str]) -> list[str]:
@@ -357,12 +513,14 @@ def validate_task(
     validation: ValidationSpec,
     contract_ref: Optional[ContractRef],
     artifacts: str,
+    out_of_core: bool = False,
 ) -> Validated:
     started = time.perf_counter()
     folder = current_stage_dir("validate")
     contract = storage.read_json(contract_ref.uri) if contract_ref else None
     source = ", ".join(f["uri"] for f in snapshot.sources) or None
-    frame, contract, report = validate_snapshot(
+    check = validate_snapshot_streaming if out_of_core else validate_snapshot
+    frame, contract, report = check(
         snapshot.uri, snapshot.fingerprint, target, task_type, id_columns, drop_columns, time_column,
         validation, contract, source,
     )
@@ -393,20 +551,26 @@ def validate_task(
     if report["violations"]:
         get_run_logger().warning("validation.mode is warn: data %s breaks the data contract:\n%s",
                                  report["source"], describe_violations(report))
-    digest = storage.write_parquet(frame, storage.join(folder, "data.parquet"))
+    if isinstance(frame, pl.LazyFrame):
+        from trainpipe.outofcore import sink_plan
+
+        digest = sink_plan(frame, storage.join(folder, "data.parquet"))
+    else:
+        digest = storage.write_parquet(frame, storage.join(folder, "data.parquet"))
     storage.write_json(storage.join(folder, "contract.json"), contract)
     storage.write_json(storage.join(folder, "report.json"), report)
     meta = {
         "uri": storage.join(folder, "data.parquet"),
         "contract_uri": storage.join(folder, "contract.json"),
         "report_uri": storage.join(folder, "report.json"),
-        "rows": frame.height,
+        "rows": report["rows_valid"],
         "task_type": report["task"],
         "task_reason": report["task_reason"],
         "classes": contract["target"].get("classes"),
         "dropped_null_target": report["dropped_null_target"],
         "violations": len(report["violations"]),
         "leakage": report["leakage"],
+        "out_of_core": out_of_core,
     }
     return finish_stage(folder, Validated, meta, started, content=[digest, meta["task_type"], meta["classes"]])
 

@@ -37,6 +37,16 @@ class Sources(Result):
     fingerprint: str
 
 
+class MemoryPlan(Result):
+    """Whether a run's data stages and fit work out of core (in bounded memory), decided once before ingest."""
+
+    mode: str = Field(description="compute.external_memory as the spec gives it: auto, on or off")
+    out_of_core: bool
+    data_bytes: int = Field(description="the inputs' estimated size in memory")
+    available_bytes: Optional[int] = Field(None, description="memory left to the process when auto decided")
+    reason: str
+
+
 class Snapshot(StageResult):
     """All inputs stacked into one Parquet file."""
 
@@ -47,6 +57,7 @@ class Snapshot(StageResult):
     dtypes: dict[str, str]
     sources: list[dict[str, Any]]
     notes: list[str] = []  # what was read differently from polars' guess (dates in mixed formats as text)
+    out_of_core: bool = False  # written by polars' streaming engine, never held whole
 
 
 class ContractRef(Result):
@@ -70,6 +81,7 @@ class Validated(StageResult):
     dropped_null_target: int
     violations: int
     leakage: list[str] = []  # features equal to the target in every row
+    out_of_core: bool = False  # checked column by column, written by polars' streaming engine
 
     @property
     def n_classes(self) -> int:
@@ -83,6 +95,7 @@ class Parts(StageResult):
     uris: dict[str, str]
     rows: dict[str, int]
     method: str
+    out_of_core: bool = False  # split by row slices
 
 
 class Matrices(StageResult):
@@ -97,6 +110,7 @@ class Matrices(StageResult):
     features: list[str]
     feature_types: list[str]
     dropped: list[dict[str, str]]
+    out_of_core: bool = False  # transform fitted column by column, applied slice by slice; train streams them
 
 
 class FittedModel(StageResult):
@@ -178,6 +192,7 @@ class RunContext(Result):
     fit: Fit
     stages: dict[str, dict[str, Any]]
     trigger: Optional[dict[str, Any]] = None
+    memory: Optional[MemoryPlan] = None
 
     @property
     def model(self) -> FittedModel:
@@ -212,6 +227,7 @@ class RunContext(Result):
             "drift_large_shifts": outcome.drift_large_shifts,
             "fit_run": self.fit.flow_run,
             "trigger": self.trigger,
+            "memory": self.memory.model_dump(mode="json") if self.memory else None,
         }
 
     @property

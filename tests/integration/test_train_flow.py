@@ -212,3 +212,25 @@ def test_complete_stage_folders_are_reused_without_prefect_records(tmp_path: Pat
     for stage in ("ingest", "validate", "split", "features", "train"):
         assert second["stages"][stage]["cached"], stage
     assert second["reused"] and second["version"] == first["version"]
+
+
+def test_out_of_core_run_matches_the_in_memory_run(tmp_path: Path, split_data: Path):
+    """compute.external_memory on streams every data stage and trains on external memory: same rows, contract
+    and metrics as in memory, on CSV inputs in two files."""
+    rounds = {"num_boost_round": 30}  # external memory pays per round and page: keep the test short
+    memory = train_flow(make_spec(str(split_data), tmp_path / "art-memory", compute={"external_memory": "off"},
+                                  xgboost=rounds))
+    streamed = train_flow(make_spec(str(split_data), tmp_path / "art-ooc", compute={"external_memory": "on"},
+                                    xgboost=rounds))
+    assert memory["memory"]["out_of_core"] is False
+    assert streamed["memory"]["out_of_core"] is True
+    assert streamed["rows"] == memory["rows"]
+    assert streamed["dropped_null_target"] == memory["dropped_null_target"]
+    assert streamed["task"] == memory["task"] == "multiclass"
+    for name, value in memory["metrics"].items():
+        assert streamed["metrics"][name] == pytest.approx(value, abs=0.02), name
+    contracts = [storage.read_json(str(next((tmp_path / art / "cache" / "validate").glob("*/contract.json"))))
+                 for art in ("art-memory", "art-ooc")]
+    assert contracts[0]["columns"] == contracts[1]["columns"]
+    fit = json.loads(next((tmp_path / "art-ooc" / "cache" / "train").glob("*/_SUCCESS")).read_text())
+    assert fit["external_memory"]["partitions_read"] > 0
