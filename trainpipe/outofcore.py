@@ -229,10 +229,15 @@ def source_memory_bytes(files: list[dict[str, Any]]) -> int:
     for file in files:
         if file.get("format") == "parquet":
             import pyarrow.parquet as pq
+            from pyarrow.lib import ArrowException
 
             fs, path = storage.get_fs(file["uri"])
-            with storage.guarded(file["uri"]), fs.open(path, "rb") as handle:
-                meta = pq.ParquetFile(handle).metadata
+            try:
+                with storage.guarded(file["uri"]), fs.open(path, "rb") as handle:
+                    meta = pq.ParquetFile(handle).metadata
+            except (OSError, ValueError, ArrowException):  # not readable as Parquet: ingest says what is wrong
+                total += int(file.get("size") or 0)
+                continue
             # Uncompressed Parquet understates polars' frame (dictionary-encoded text): at least 8 bytes a cell.
             total += max(sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)),
                          meta.num_rows * meta.num_columns * 8)

@@ -122,3 +122,11 @@ def test_plan_memory_decides_from_the_data_size_and_the_room(tmp_path):
     assert plan_memory("auto", files, available=5 * size)["out_of_core"] is False
     assert plan_memory("on", files)["out_of_core"] is True
     assert plan_memory("off", files)["out_of_core"] is False
+
+
+def test_plan_memory_leaves_an_unreadable_parquet_to_ingest(tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    files = [{"uri": str(bad), "format": "parquet", "size": bad.stat().st_size}]
+    assert source_memory_bytes(files) == bad.stat().st_size
+    assert plan_memory("auto", files, available=1 << 30)["out_of_core"] is False
