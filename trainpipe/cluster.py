@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from typing import TYPE_CHECKING, Any, Optional
 
 from trainpipe import storage
@@ -64,32 +65,47 @@ def dask_frame(uris: list[str]) -> dd.DataFrame:
     return dd.read_parquet(uris, storage_options=storage.storage_options(uris[0]) or None)
 
 
-def pinned(client: Client, frame: dd.DataFrame, workers: list[str]) -> tuple[dd.DataFrame, dd.Series, list[str]]:
-    """Features and label of a features-stage frame, partition i held by `workers[i * len(workers) // n]`.
+def pinned(client: Client, uris: list[str], workers: list[str]) -> tuple[dd.DataFrame, dd.Series, list[str]]:
+    """Features and label of a part's Parquet partitions, partition i held by `workers[i * len(workers) // n]`.
 
     Contiguous blocks of partitions in the given (sorted) worker order, so that the same partitions and
     workers give the same placement on every run: where the scheduler would put them differs from run to run,
     and each worker's share of rows changes XGBoost's distributed sketch (and so the booster bytes).
+    Keys are new on every call: a retry after a lost worker must not reuse a task pinned to that worker.
     Returns (features, label, the worker(s) holding each partition as the scheduler reports it).
     """
     import dask.dataframe as dd
     from distributed import wait
 
-    frame = frame.astype({c: "float32" for c in frame.columns if c != LABEL})
-    parts = frame.to_delayed()
-    owners = [workers[i * len(workers) // len(parts)] for i in range(len(parts))]
+    attempt = uuid.uuid4().hex[:12]
+    options = storage.storage_options(uris[0]) or None
+    owners = [workers[i * len(workers) // len(uris)] for i in range(len(uris))]
     held = []
-    for part, owner in zip(parts, owners):  # read on its worker, then split there into features and label
-        whole = client.compute(part, workers=[owner], allow_other_workers=False)
-        held.append((client.submit(_features_of, whole, workers=[owner], allow_other_workers=False),
-                     client.submit(_label_of, whole, workers=[owner], allow_other_workers=False)))
+    for index, (uri, owner) in enumerate(zip(uris, owners)):  # read on its worker, split there
+        pin = {"workers": [owner], "allow_other_workers": False}
+        whole = client.submit(_read_partition, uri, options, key=f"trainpipe-read-{attempt}-{index}", **pin)
+        held.append((client.submit(_features_of, whole, key=f"trainpipe-features-{attempt}-{index}", **pin),
+                     client.submit(_label_of, whole, key=f"trainpipe-label-{attempt}-{index}", **pin)))
+        if index == 0:
+            meta = client.submit(_head, whole, key=f"trainpipe-meta-{attempt}", **pin).result()
         del whole  # released once both halves exist: a worker holds its share once
     wait([f for pair in held for f in pair])
     # Where the features of each partition are, as the scheduler reports it (not merely where they were asked).
     who = client.who_has([f for f, _ in held])
     observed = [",".join(sorted(who.get(f.key, ()))) for f, _ in held]
-    return (dd.from_delayed([f for f, _ in held], meta=_features_of(frame._meta), verify_meta=False),
-            dd.from_delayed([lab for _, lab in held], meta=_label_of(frame._meta), verify_meta=False), observed)
+    return (dd.from_delayed([f for f, _ in held], meta=_features_of(meta), verify_meta=False),
+            dd.from_delayed([lab for _, lab in held], meta=_label_of(meta), verify_meta=False), observed)
+
+
+def _read_partition(uri: str, options: Optional[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    frame = pd.read_parquet(uri, storage_options=options)
+    return frame.astype({c: "float32" for c in frame.columns if c != LABEL})
+
+
+def _head(part: Any) -> Any:
+    return part.iloc[:0]
 
 
 def _features_of(part: Any) -> Any:
@@ -100,10 +116,10 @@ def _label_of(part: Any) -> Any:
     return part[LABEL]
 
 
-def quantile_matrix(client: Client, frame: dd.DataFrame, feature_types: list[str], max_bin: int,
+def quantile_matrix(client: Client, uris: list[str], feature_types: list[str], max_bin: int,
                     ref: Optional[xgb.dask.DaskQuantileDMatrix] = None,
                     workers: Optional[list[str]] = None) -> tuple[xgb.dask.DaskQuantileDMatrix, list[str]]:
-    """A DaskQuantileDMatrix of a features-stage frame (float32 features, the label, the transform's types) on
+    """A DaskQuantileDMatrix of a features-stage part's partitions (float32 features, the label, the transform's types) on
     partitions pinned to `workers` (default: the cluster's, sorted); also returns each partition's worker."""
     import numpy as np
     import xgboost as xgb
@@ -112,7 +128,7 @@ def quantile_matrix(client: Client, frame: dd.DataFrame, feature_types: list[str
     # Pinned futures, not a plain persist: the scheduler's placement varies run to run, and dask's optimizer
     # could otherwise fuse the label-only reads into fewer partitions than the features', which xgboost.dask
     # refuses. A worker holds its share of the matrix once (features and label, not the whole frame as well).
-    features, label, owners = pinned(client, frame, workers or sorted(workers_of(client)))
+    features, label, owners = pinned(client, uris, workers or sorted(workers_of(client)))
     matrix = xgb.dask.DaskQuantileDMatrix(client, features, label, feature_types=feature_types,
                                           enable_categorical=True, missing=np.nan, max_bin=max_bin, ref=ref)
     return matrix, owners
@@ -196,7 +212,6 @@ def fit_on_cluster(
 def _fit(client: Client, address: str, partitions: dict[str, list[str]], feature_types: list[str],
          params: dict[str, Any], num_boost_round: int, early_stopping_rounds: int, refit: bool,
          grace_s: float) -> tuple[xgb.Booster, dict[str, Any]]:
-    import dask.dataframe as dd
     import xgboost as xgb
     import xgboost.dask
     from xgboost.collective import Config
@@ -204,7 +219,7 @@ def _fit(client: Client, address: str, partitions: dict[str, list[str]], feature
     coll = Config(timeout=COLLECTIVE_TIMEOUT_S, tracker_timeout=COLLECTIVE_TIMEOUT_S)
     # Each worker uses its own threads: the fit process's cpu count says nothing about the cluster's.
     cluster_params = {k: v for k, v in params.items() if k != "nthread"}
-    train, valid = dask_frame(partitions["train"]), dask_frame(partitions["valid"])
+    train, valid = partitions["train"], partitions["valid"]
 
     workers = sorted(workers_of(client))
     placement: dict[str, list[str]] = {}
@@ -235,7 +250,7 @@ def _fit(client: Client, address: str, partitions: dict[str, list[str]], feature
                    "placement": placement},
     }
     if refit:
-        both = dd.concat([train, valid])
+        both = train + valid
 
         def refitted() -> dict[str, Any]:
             stacked, _ = quantile_matrix(client, both, feature_types, params["max_bin"], workers=workers)
