@@ -114,8 +114,10 @@ def prefect_database() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def deployment_stack(tmp: Path, pools: tuple[str, ...] = ("cpu", "gpu")) -> Iterator[Stack]:
-    """Server, `trainpipe infra setup` (twice), `prefect deploy --all`, one process worker per pool."""
+def deployment_stack(tmp: Path, pools: tuple[str, ...] = ("cpu", "gpu"),
+                     worker_limit: Optional[int] = None) -> Iterator[Stack]:
+    """Server, `trainpipe infra setup` (twice), `prefect deploy --all`, one process worker per pool (each
+    running at most `worker_limit` flow runs at once when given: `prefect worker start --limit`)."""
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -161,8 +163,9 @@ def deployment_stack(tmp: Path, pools: tuple[str, ...] = ("cpu", "gpu")) -> Iter
             stack.setup_reports.append(json.loads(done.stdout))
         stack.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all", timeout=300)
         for pool in pools:
+            limit = ("--limit", str(worker_limit)) if worker_limit is not None else ()
             _start(stack, f"worker-{pool}", str(BIN / "prefect"), "worker", "start", "--pool", pool,
-                   "--type", "process", "--name", f"worker-{pool}")
+                   "--type", "process", "--name", f"worker-{pool}", *limit)
         yield stack
     finally:
         for name, proc in stack.processes.items():

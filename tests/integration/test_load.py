@@ -53,7 +53,10 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
 def stack(tmp_path_factory: pytest.TempPathFactory):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with deployment_stack(tmp_path_factory.mktemp("load"), pools=("cpu",)) as built:
+    # The pool's limit alone is soft: the server counts only PENDING and RUNNING runs when it hands runs to a
+    # worker, and a worker polling every second can fetch again before the runs it just took are PENDING
+    # (measured here: 5 running at once under a limit of 4). The worker's own --limit is a hard cap.
+    with deployment_stack(tmp_path_factory.mktemp("load"), pools=("cpu",), worker_limit=LIMIT) as built:
         built.run(sys.executable, "-m", "prefect", "work-pool", "set-concurrency-limit", "cpu", str(LIMIT))
         with temporary_settings(updates={PREFECT_API_URL: built.api_url}):
             yield built
