@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,10 @@ def deployment_stack(tmp: Path, pools: tuple[str, ...] = ("cpu", "gpu"),
     s3_port, api_port = free_port(), free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port)
     moto.start()
+    # moto's backends live in this process, shared by every server it starts: an earlier stack's bucket and
+    # objects would still be there. Each stack starts from an empty S3 (moto's own reset endpoint).
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{s3_port}/moto-api/reset", method="POST"),
+                           timeout=30).close()
     s3 = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{s3_port}", "AWS_ACCESS_KEY_ID": "testing",
           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     api_url = f"http://127.0.0.1:{api_port}/api"
