@@ -77,8 +77,9 @@ def profile_rows(frame: pl.DataFrame) -> pl.DataFrame:
     """A seeded sample of `PROFILE_ROWS` rows, kept in row order (a sorted gather: a third of `sample`'s time)."""
     if frame.height <= PROFILE_ROWS:
         return frame
-    picks = np.random.default_rng(0).choice(frame.height, size=PROFILE_ROWS, replace=False)
-    return frame[np.sort(picks)]
+    from trainpipe.outofcore import sample_positions
+
+    return frame[sample_positions(frame.height, PROFILE_ROWS)]
 
 
 def data_profile(frame: pl.DataFrame, skip: list[str], rows: Optional[int] = None) -> dict[str, Any]:

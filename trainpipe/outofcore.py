@@ -362,11 +362,17 @@ def sink_plan(plan: pl.LazyFrame, uri: str) -> str:
     return sink.sha256
 
 
+def sample_positions(total: int, n: int, seed: int = 0) -> np.ndarray:
+    """The sorted row positions of a seeded sample of `n` of `total` rows: one choice for a frame in memory
+    (`tasks.drift.profile_rows`) and for a file read slice by slice (`sample_rows`), so both take the same rows."""
+    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+
+
 def sample_rows(uri: str, total: int, n: int, seed: int = 0) -> pl.DataFrame:
     """A seeded sample of `n` rows (all when fewer), gathered slice by slice in file order."""
     if total <= n:
         return scan_uri(uri).collect()
-    chosen = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+    chosen = sample_positions(total, n, seed)
     pieces = []
     for start, frame in iter_slices(uri, SLICE_ROWS, total):
         local = chosen[(chosen >= start) & (chosen < start + frame.height)] - start

@@ -77,3 +77,17 @@ def test_a_champion_profile_with_dates_as_categories_still_compares():
     assert reference["kind"] == "categorical"
     drift = column_drift(reference, old)
     assert drift["psi"] < 1.0 and "new_categories" in drift
+
+
+def test_in_memory_and_out_of_core_profiles_sample_the_same_rows(tmp_path):
+    """A part larger than PROFILE_ROWS is sampled to the same rows whether it is in memory or read slice by slice."""
+    from tasks.drift import PROFILE_ROWS, profile_rows
+    from trainpipe.outofcore import sample_rows
+
+    n = PROFILE_ROWS + 1234
+    frame = pl.DataFrame({"i": np.arange(n), "x": np.random.default_rng(3).normal(size=n)})
+    uri = str(tmp_path / "train.parquet")
+    frame.write_parquet(uri, row_group_size=50_000)
+    in_memory = profile_rows(frame)
+    assert in_memory.height == PROFILE_ROWS and in_memory.get_column("i").is_sorted()
+    assert in_memory.equals(sample_rows(uri, n, PROFILE_ROWS))
