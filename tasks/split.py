@@ -11,10 +11,10 @@ import polars as pl
 from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.errors import DataError
-from trainpipe.results import Parts, Validated
+from trainpipe.results import PART_ORDER, Parts, Validated
 from trainpipe.spec import SplitSpec, TaskType
 
-PARTS = ("train", "valid", "test")
+PARTS = PART_ORDER
 MIN_ROWS = 20
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trainpipe.spec import TaskType, TrainSpec
 
@@ -89,6 +89,19 @@ class Validated(StageResult):
         return len(self.classes or [])
 
 
+PART_ORDER = ("train", "valid", "test")
+
+
+def in_part_order(value: dict[str, Any]) -> dict[str, Any]:
+    """A per-part mapping with its keys in one order (train, valid, test, then any other by name).
+
+    A result read back from a stage marker or Prefect's cache comes from JSON with sorted keys, a fresh one in
+    the order it was built: a stage that walks the parts (and hashes what it writes in that order) must see the
+    same order from either, or identical runs get different fingerprints."""
+    rank = {name: i for i, name in enumerate(PART_ORDER)}
+    return {key: value[key] for key in sorted(value, key=lambda k: (rank.get(k, len(rank)), k))}
+
+
 class Parts(StageResult):
     """Train / validation / test parts of the validated rows."""
 
@@ -96,6 +109,8 @@ class Parts(StageResult):
     rows: dict[str, int]
     method: str
     out_of_core: bool = False  # split by row slices
+
+    _order = field_validator("uris", "rows")(in_part_order)
 
 
 class Matrices(StageResult):
@@ -111,6 +126,8 @@ class Matrices(StageResult):
     feature_types: list[str]
     dropped: list[dict[str, str]]
     out_of_core: bool = False  # transform fitted column by column, applied slice by slice; train streams them
+
+    _order = field_validator("uris", "rows", "partitions")(in_part_order)
 
 
 class FittedModel(StageResult):

@@ -88,7 +88,8 @@ def test_runs_submitted_at_once_queue_on_the_pool_limit_and_share_one_registry(s
     by_seed: dict[int, set[int]] = {}
     for seed, result in zip(seeds, results):
         by_seed.setdefault(seed, set()).add(result["version"])
-    assert all(len(v) == 1 for v in by_seed.values()), f"runs of one seed got several versions: {by_seed}"
+    assert all(len(v) == 1 for v in by_seed.values()), (
+        f"runs of one seed got several versions: {by_seed}\n{claims_report(results)}")
     versions = registry.list_versions(STORE, NAME)
     assert sorted(v for (v,) in by_seed.values()) == versions, (by_seed, versions)
     assert len(versions) == SEEDS
@@ -129,6 +130,27 @@ def test_runs_submitted_at_once_queue_on_the_pool_limit_and_share_one_registry(s
           f"max {durations[-1]:.1f} s; {len(versions)} versions, {len(records)} audit records, "
           f"{len(moves)} champion move(s), {sum(r['reused'] for r in results)} run(s) reused a version, "
           f"{len(lost)} claim(s) abandoned to an identical rival")
+
+
+def claims_report(results: list[dict[str, Any]]) -> str:
+    """Every claim in the store with what became of it, and what each run returned: read when the test fails."""
+    lines = []
+    for version in registry.claimed_versions(STORE, NAME):
+        folder = registry.version_uri(STORE, NAME, version)
+        files = set(storage.list_dir(folder))
+        claim = storage.read_json(storage.join(folder, registry.CLAIM)) if registry.CLAIM in files else None
+        committed = (storage.read_json(storage.join(folder, registry.COMMITTED))["committed_at"]
+                     if registry.COMMITTED in files else None)
+        abandoned = (storage.read_json(storage.join(folder, registry.ABANDONED))
+                     if registry.ABANDONED in files else None)
+        lines.append(f"v{version}: claim {claim}; committed {committed}; abandoned {abandoned}")
+        if committed:
+            manifest = registry.read_manifest(STORE, NAME, version)
+            lines.append(f"  identity {manifest['identity']}; training {manifest.get('training')}; "
+                         f"files {manifest.get('files')}")
+    lines += [json.dumps({k: r.get(k) for k in ("version", "reused", "stages", "fit_run")}, default=str)
+              for r in results]
+    return "\n".join(lines)
 
 
 def client_result(run: Any) -> dict[str, Any]:

@@ -134,3 +134,22 @@ def test_every_stage_that_touches_the_store_retries_transient_errors_only():
         assert stage.retries == TRANSIENT_RETRIES["retries"], stage.name
         assert stage.retry_condition_fn is retry_transient, stage.name
     assert promote_task.retries == 0  # its verdict record must not be written twice
+
+
+def test_a_stage_result_walks_the_parts_in_one_order_however_it_was_read():
+    """A Parts/Matrices read back from a marker or Prefect's cache (JSON with sorted keys) lists its parts in the
+    order of a fresh one: the features stage hashes its partitions in that order, and identical runs that met a
+    cached split beside a fresh one got two fingerprints (two versions of one model under load)."""
+    import json
+
+    from trainpipe.results import Matrices, Parts
+
+    fresh = Parts(uris={"train": "a", "valid": "b", "test": "c"}, rows={"train": 3, "valid": 1, "test": 1},
+                  method="random", fingerprint="f", stage_key="k")
+    read_back = Parts.model_validate(json.loads(storage.dumps_json(fresh.model_dump(mode="json"))))
+    assert list(json.loads(storage.dumps_json(fresh.model_dump(mode="json")))["uris"]) == ["test", "train", "valid"]
+    assert list(read_back.uris) == list(read_back.rows) == ["train", "valid", "test"]
+    assert read_back == fresh
+    matrices = Matrices(uris={"test": "c", "valid": "b", "train": "a"}, partitions={"valid": [], "train": []},
+                        transform_uri="t", features=[], feature_types=[], dropped=[], fingerprint="f", stage_key="k")
+    assert list(matrices.uris) == ["train", "valid", "test"] and list(matrices.partitions) == ["train", "valid"]
