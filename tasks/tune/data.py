@@ -8,10 +8,13 @@ from contextlib import contextmanager
 from typing import Any, Optional
 
 import numpy as np
+import polars as pl
 import xgboost as xgb
 
 from tasks.tune.sampler import derived_seed
-from trainpipe.matrices import read_matrix
+from trainpipe import storage
+from trainpipe.matrices import partition_uris
+from trainpipe.outofcore import sample_positions, scan_uri
 from trainpipe.results import Matrices
 from trainpipe.transform import LABEL
 
@@ -24,10 +27,12 @@ class MatrixPool:
     """
 
     def __init__(self, matrices: Matrices, trial_rows: Optional[int] = None, seed: int = 0):
-        self._arrays = {part: _arrays(read_matrix(matrices.uris[part])) for part in ("train", "valid")}
-        self.train_rows = len(self._arrays["train"][1])
+        self.train_rows = matrices.rows.get("train") or _count_rows(_part_uris(matrices, "train"))
+        keep = None
         if trial_rows is not None and self.train_rows > trial_rows:
-            self._arrays["train"] = _sample(self._arrays["train"], trial_rows, derived_seed(seed, "trial_rows"))
+            keep = sample_positions(self.train_rows, trial_rows, derived_seed(seed, "trial_rows"))
+        self._arrays = {"train": _arrays(_part_uris(matrices, "train"), keep),
+                        "valid": _arrays(_part_uris(matrices, "valid"), None)}
         self.trial_rows = len(self._arrays["train"][1])
         self._types = matrices.feature_types
         self._free: queue.SimpleQueue[tuple[xgb.DMatrix, xgb.DMatrix]] = queue.SimpleQueue()
@@ -49,14 +54,34 @@ class MatrixPool:
             self._free.put(taken)
 
 
-def _arrays(frame: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    features = frame.drop(LABEL)
-    return features.to_numpy().astype(np.float32), frame.get_column(LABEL).to_numpy(), features.columns
+def _part_uris(matrices: Matrices, part: str) -> list[str]:
+    """A part's Parquet partitions in row order (a matrix stored as one object is its own single partition)."""
+    if matrices.partitions.get(part):
+        return matrices.partitions[part]
+    uri = matrices.uris[part]
+    return [uri] if uri.endswith(".parquet") else partition_uris(uri)
 
 
-def _sample(arrays: tuple[np.ndarray, np.ndarray, list[str]], rows: int,
-            seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """`rows` of the arrays' rows, drawn without replacement by `seed`, in their original order."""
-    features, labels, names = arrays
-    keep = np.sort(np.random.default_rng(seed).choice(len(labels), size=rows, replace=False))
-    return features[keep], labels[keep], names
+def _count_rows(uris: list[str]) -> int:
+    return sum(int(scan_uri(uri).select(pl.len()).collect().item()) for uri in uris)
+
+
+def _arrays(uris: list[str], keep: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Float32 features, labels and names of a part read one partition at a time; with `keep` (sorted row
+    positions of the whole part) only those rows. The peak is the result plus one partition, not the part."""
+    features, labels, names, offset = [], [], None, 0
+    for uri in uris:
+        frame = storage.read_parquet(uri)
+        rows = frame.height
+        if keep is not None:
+            local = keep[(keep >= offset) & (keep < offset + rows)] - offset
+            frame = frame[local]
+        offset += rows
+        names = names or [c for c in frame.columns if c != LABEL]
+        features.append(frame.select(names).to_numpy().astype(np.float32, copy=False))
+        labels.append(frame.get_column(LABEL).to_numpy())
+        del frame
+    if names is None:
+        raise FileNotFoundError(f"no partitions in {uris}")
+    return (features[0] if len(features) == 1 else np.concatenate(features),
+            labels[0] if len(labels) == 1 else np.concatenate(labels), names)

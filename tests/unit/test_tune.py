@@ -390,3 +390,35 @@ def test_trials_of_a_killed_process_are_failed_and_their_replacements_draw_what_
     alive.set_user_attr(OWNER_ATTR, {**this_process(), "pid": os.getppid(), "start": "1"})  # a reused pid
     assert trials_to_ask(shared, 6, mine=set(), parallelism=2) == 2
     assert shared.trials[0].state == TrialState.FAIL
+
+
+def test_trial_data_is_read_partition_by_partition_and_is_the_whole_part_sample(tmp_path, matrices):
+    """The trials' sample gathered one partition at a time (bounded memory for data out of core) holds exactly
+    the rows, in order, that sampling the whole part read at once gives."""
+    import numpy as np
+
+    from tasks.tune.data import MatrixPool
+    from tasks.tune.sampler import derived_seed
+    from trainpipe.matrices import write_matrix
+    from trainpipe.outofcore import sample_positions
+    from trainpipe.transform import LABEL
+
+    whole = {part: storage.read_parquet(matrices.uris[part]) for part in ("train", "valid")}
+    uris, partitions = {}, {}
+    for part, frame in whole.items():  # the same rows as partitions of 97 (several, the last one short)
+        uris[part] = str(tmp_path / "parts" / part)
+        partitions[part], _ = write_matrix(frame, uris[part], 97)
+    assert len(partitions["train"]) > 3
+    split = matrices.model_copy(update={"uris": {**matrices.uris, **uris}, "partitions": partitions})
+    pool = MatrixPool(split, trial_rows=300, seed=5)
+    keep = sample_positions(whole["train"].height, 300, derived_seed(5, "trial_rows"))
+    names = [c for c in whole["train"].columns if c != LABEL]
+    expected = whole["train"][keep]
+    features, labels, got_names = pool._arrays["train"]
+    assert got_names == names and features.dtype == np.float32
+    assert np.array_equal(features, expected.select(names).to_numpy().astype(np.float32), equal_nan=True)
+    assert np.array_equal(labels, expected.get_column(LABEL).to_numpy())
+    assert len(pool._arrays["valid"][1]) == whole["valid"].height
+    assert (pool.trial_rows, pool.train_rows) == (300, whole["train"].height)
+    unsplit = MatrixPool(matrices, trial_rows=300, seed=5)  # one object per part: the same sample
+    assert np.array_equal(unsplit._arrays["train"][0], features, equal_nan=True)
