@@ -15,7 +15,7 @@ from trainpipe.results import Evaluation, RunContext, Verdict
 def gate_task(run: RunContext, evaluation: Evaluation) -> Verdict:
     """Judge the new model against the champion of the moment (or the baseline), on evaluate's holdout scores."""
     artifacts, spec = run.artifacts, run.spec
-    inputs = HoldoutInputs(evaluation.holdout_uri, run.parts.uris["test"])
+    inputs = HoldoutInputs.of(run, evaluation)
     champion = registry.champion(artifacts, spec.name)
     return Verdict(**run_gate(artifacts, spec.name, spec.promotion, spec.seed, inputs, run.validated.task_type,
                               run.validated.classes, champion))

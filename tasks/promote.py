@@ -24,7 +24,7 @@ def promote_task(run: RunContext, evaluation: Evaluation, stored: Stored, verdic
 
     def regate(current: Optional[int]) -> dict[str, Any]:
         if "inputs" not in cache:
-            cache["inputs"] = HoldoutInputs(evaluation.holdout_uri, run.parts.uris["test"])
+            cache["inputs"] = HoldoutInputs.of(run, evaluation)
         return run_gate(artifacts, spec.name, spec.promotion, spec.seed, cache["inputs"], run.validated.task_type,
                         run.validated.classes, current)
 

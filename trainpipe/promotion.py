@@ -10,7 +10,8 @@ The first version of a name is held to the same rule against the trivial baselin
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import polars as pl
@@ -20,6 +21,9 @@ from trainpipe.errors import DataError, RegistryError, SpecError
 from trainpipe.metrics import METRICS, Scorer, compute_metrics
 from trainpipe.scoring import champion_predictions, load_version, read_holdout
 from trainpipe.spec import PromotionSpec, TaskType
+
+if TYPE_CHECKING:
+    from trainpipe.results import Evaluation, RunContext
 
 
 def gate_metric(spec: PromotionSpec, task_type: TaskType) -> tuple[str, bool]:
@@ -123,7 +127,8 @@ def judge(policy: str, margin: float, evidence: Optional[dict[str, Any]], agains
 
 def gate(
     spec: PromotionSpec, task_type: TaskType, classes: Optional[list[Any]], labels: np.ndarray,
-    challenger: np.ndarray, baseline: np.ndarray, holdout: Optional[pl.DataFrame], champion: Optional[dict[str, Any]],
+    challenger: np.ndarray, baseline: np.ndarray, holdout: Optional[pl.DataFrame | Iterable[pl.DataFrame]],
+    champion: Optional[dict[str, Any]],
     seed: int,
 ) -> dict[str, Any]:
     """The verdict on a challenger: against the champion when there is one, else against the baseline."""
@@ -156,14 +161,26 @@ def load_champion(artifacts: str, name: str, version: Optional[int]) -> Optional
 class HoldoutInputs:
     """The holdout as the gate needs it: labels and both scores (from evaluate), raw rows when first asked."""
 
-    def __init__(self, holdout_uri: str, rows_uri: str):
+    def __init__(self, holdout_uri: str, rows_uri: str, slice_rows: Optional[int] = None):
         self.labels, self.challenger, self.baseline = read_holdout(holdout_uri)
-        self.rows_uri = rows_uri
+        self.rows_uri, self.slice_rows = rows_uri, slice_rows
         self._rows: Optional[pl.DataFrame] = None
 
+    @classmethod
+    def of(cls, run: RunContext, evaluation: Evaluation) -> HoldoutInputs:
+        """A run's holdout: its raw test rows read in `compute.partition_rows` slices when its data went out of
+        core."""
+        return cls(evaluation.holdout_uri, run.parts.uris["test"],
+                   run.spec.compute.partition_rows if run.parts.out_of_core else None)
+
     @property
-    def rows(self) -> pl.DataFrame:
-        """The raw test rows, for a champion to score through its own transform (read once, only then)."""
+    def rows(self) -> pl.DataFrame | Iterator[pl.DataFrame]:
+        """The raw test rows, for a champion to score through its own transform: read whole once, only when
+        asked; with `slice_rows` (a run out of core) `slice_rows` at a time, read again on each use."""
+        if self.slice_rows is not None:
+            from trainpipe.outofcore import iter_slices
+
+            return (frame for _, frame in iter_slices(self.rows_uri, self.slice_rows))
         if self._rows is None:
             self._rows = storage.read_parquet(self.rows_uri)
         return self._rows

@@ -7,6 +7,7 @@ plots, predict and reproduce all score through `load_version` and `raw_scores`.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
@@ -34,13 +35,16 @@ def reorder_classes(pred: np.ndarray, task_type: TaskType, theirs: list[Any], ou
 
 
 
-def champion_predictions(champion: dict[str, Any], holdout: pl.DataFrame, task_type: TaskType,
-                         classes: Optional[list[Any]]) -> np.ndarray:
-    """The champion's raw scores for the holdout rows, through its own stored transform."""
+def champion_predictions(champion: dict[str, Any], holdout: pl.DataFrame | Iterable[pl.DataFrame],
+                         task_type: TaskType, classes: Optional[list[Any]]) -> np.ndarray:
+    """The champion's raw scores for the holdout rows, through its own stored transform. The rows come whole or
+    as consecutive slices (scored one at a time: the transform and the booster work row by row)."""
     transform = champion["transform"]
     if transform["target"]["task"] != task_type:
         raise DataError(f"the champion is a {transform['target']['task']} model, this version {task_type}")
-    pred = predict_rows(champion["booster"], transform, holdout, "holdout rows")
+    slices = [holdout] if isinstance(holdout, pl.DataFrame) else holdout
+    scored = [predict_rows(champion["booster"], transform, rows, "holdout rows") for rows in slices]
+    pred = scored[0] if len(scored) == 1 else np.concatenate(scored)
     if task_type == "regression":
         return pred
     return reorder_classes(pred, task_type, transform["target"]["classes"], classes or [])

@@ -106,6 +106,32 @@ def test_gate_rescores_the_champion_through_its_own_transform(prepared):
     assert first["promote"] and first["against"] == "baseline" and first["evidence"]["reference"] == 0.5
 
 
+def test_a_champion_scores_the_holdout_alike_whole_or_in_slices(prepared, tmp_path):
+    """Out of core the gate reads the raw test part in slices (`HoldoutInputs` with `slice_rows`): the champion's
+    scores, and so the verdict, are those of the whole part read at once."""
+    from trainpipe import storage
+    from trainpipe.promotion import HoldoutInputs
+    from trainpipe.scoring import champion_predictions, write_holdout
+
+    data = prepared("multiclass", n=800)
+    transform, test = data["transform"], data["parts"]["test"]
+    train = load_matrix(data["matrices"]["train"], transform["feature_types"])
+    booster = xgb.train({"objective": "multi:softprob", "num_class": len(data["classes"]), "seed": 0, "nthread": 1},
+                        train, 5)
+    champion = {"version": 1, "booster": booster, "transform": transform}
+    rows_uri, holdout_uri = str(tmp_path / "test.parquet"), str(tmp_path / "holdout.parquet")
+    storage.write_parquet(test, rows_uri)
+    labels = data["matrices"]["test"].get_column("__label__").to_numpy()
+    whole = champion_predictions(champion, test, "multiclass", data["classes"])
+    write_holdout(holdout_uri, labels, whole, np.full_like(whole, 1 / len(data["classes"])))
+    sliced_inputs = HoldoutInputs(holdout_uri, rows_uri, slice_rows=37)
+    sliced = champion_predictions(champion, sliced_inputs.rows, "multiclass", data["classes"])
+    assert whole.shape == (len(labels), len(data["classes"]))
+    assert np.array_equal(sliced, whole)
+    assert sum(1 for _ in sliced_inputs.rows) == -(-test.height // 37) > 1  # several slices, read lazily
+    assert HoldoutInputs(holdout_uri, rows_uri).rows.equals(test)  # in memory: the part whole
+
+
 def test_gate_when_the_champion_cannot_score_the_rows(prepared):
     data = prepared("binary")
     transform = data["transform"]
