@@ -160,7 +160,7 @@ def publish_or_join(
     # The nonce makes every claim's bytes unique: create_only tells a retried PUT of its own claim from a rival's.
     claim = storage.dumps_json({"claimed_at": now_iso(), "flow_run_id": run_id, "identity_sha256": key,
                                 "nonce": uuid.uuid4().hex})
-    while not storage.create_only(storage.join(version_uri(artifacts, name, version), CLAIM), claim):
+    while not _claim(storage.join(version_uri(artifacts, name, version), CLAIM), claim):
         version += 1
     folder = version_uri(artifacts, name, version)
     try:
@@ -178,14 +178,30 @@ def publish_or_join(
         for filename, data in (render_extra(full) if render_extra is not None else {}).items():
             storage.write_bytes(storage.join(folder, filename), data)
         storage.write_json(storage.join(folder, MANIFEST), full)
+        if storage.read_bytes(storage.join(folder, CLAIM)) != claim:
+            raise ClaimLost(f"the claim of {name} v{version} ({folder}) was overwritten by another writer: the "
+                            "store does not enforce create-only writes (If-None-Match); nothing was committed")
         manifest_sha = storage.sha256_bytes(storage.dumps_json(full))
         storage.write_json(storage.join(folder, COMMITTED), {"committed_at": now_iso(),
                                                              "manifest_sha256": manifest_sha})
+    except ClaimLost:
+        raise  # the folder is the other writer's now: nothing of ours to mark
     except Exception as error:
         _abandon(folder, f"{type(error).__name__}: {error}")
         raise
     record_publication(artifacts, name, version, full, manifest_sha)
     return version, folder, False
+
+
+class ClaimLost(RegistryError):
+    """This writer's version claim was overwritten by another's: the store let both create it."""
+
+
+def _claim(uri: str, claim: bytes) -> bool:
+    """Create a version's claim; True only when it is this writer's. A store that checks the create-only condition
+    and writes in two steps (moto's server under concurrent PUTs; some S3-compatible stores) can let two
+    writers both succeed, the later one overwriting: reading the claim back tells the earlier one it lost."""
+    return storage.create_only(uri, claim) and storage.read_bytes(uri) == claim
 
 
 def _abandon(folder: str, why: str) -> None:

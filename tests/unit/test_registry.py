@@ -260,3 +260,38 @@ def test_a_publication_record_is_written_once_when_a_repair_meets_its_publisher(
     assert registry.complete_publication(root, "churn", version) == ([], False)
     events = [r["event"] for r in registry.audit.read_log(root, "churn")]
     assert events == ["version_published"]
+
+
+def test_a_claim_another_writer_overwrote_is_given_up_before_and_refused_at_the_commit(tmp_path, monkeypatch):
+    """A store that lets two writers both create one claim (the later overwriting; moto's server under concurrent
+    PUTs checks and writes in two steps): the writer that reads back another's claim takes the next number, and
+    one that finds its claim overwritten only later commits nothing and marks nothing in the other's folder."""
+    root = str(tmp_path)
+    real_create = storage.create_only
+
+    def overwritten_at_once(uri: str, data: bytes) -> bool:  # both creates "succeed"; the rival's bytes land last
+        created = real_create(uri, data)
+        if created and uri.endswith("/1/_CLAIM"):
+            storage.write_bytes(uri, b'{"rival": true}')
+        return created
+
+    monkeypatch.setattr(storage, "create_only", overwritten_at_once)
+    version, _ = registry.publish_version(root, "churn", {"model.ubj": b"m"}, {"identity": {"model_sha256": "a"}})
+    assert version == 2 and registry.list_versions(root, "churn") == [2]
+    monkeypatch.setattr(storage, "create_only", real_create)
+
+    real_write = storage.write_json
+
+    def overwrite_before_commit(uri: str, value) -> str:
+        if uri.endswith("/3/manifest.json"):
+            storage.write_bytes(storage.join(version_uri(root, "churn", 3), registry.CLAIM), b'{"rival": true}')
+        return real_write(uri, value)
+
+    monkeypatch.setattr(storage, "write_json", overwrite_before_commit)
+    with pytest.raises(registry.ClaimLost, match="churn v3 .* overwritten by another writer"):
+        registry.publish_version(root, "churn", {"model.ubj": b"n"}, {"identity": {"model_sha256": "b"}})
+    third = version_uri(root, "churn", 3)
+    assert not storage.exists(storage.join(third, registry.COMMITTED))
+    assert not storage.exists(storage.join(third, registry.ABANDONED))
+    assert registry.list_versions(root, "churn") == [2]
+    assert [r["version"] for r in registry.audit.read_log(root, "churn")] == [2]
