@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from cli.logs import prepare_prefect, stage_progress
+from cli.logs import foreground_run, prepare_prefect, stage_progress
 from cli.printing import print_model_list, print_registry_state, print_train_summary, print_version
 from trainpipe.errors import SpecError
 
@@ -45,16 +45,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flows.train import train_flow
 
     if args.json:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), foreground_run():
             result = train_flow(spec)
         print(json.dumps(result, default=str))
         for dropped in result.get("dropped_features", []):  # also said when --json keeps stdout for the object
             print(f"note: not a feature: {dropped['column']!r} ({dropped['reason']})", file=sys.stderr)
     elif args.verbose:
-        result = train_flow(spec)
+        with foreground_run():
+            result = train_flow(spec)
         print_train_summary(result)
     else:
-        with stage_progress(f"training {spec.name}"):
+        with stage_progress(f"training {spec.name}"), foreground_run():
             result = train_flow(spec)
         print_train_summary(result)
     return 0
@@ -74,7 +75,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     prepare_prefect()
     from flows.predict import predict_flow
 
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), foreground_run():
         result = predict_flow(model=args.model, data=args.data, out=args.out, artifacts=_artifacts(args),
                               keep=args.keep or [])
     if args.json:
@@ -175,7 +176,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     prepare_prefect()
     from flows.reproduce import reproduce
 
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), foreground_run():
         report = reproduce(artifacts, args.ref, args.tolerance, args.metric_tolerance)
     if args.json:
         print(json.dumps(report))

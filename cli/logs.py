@@ -45,6 +45,27 @@ def prepare_prefect() -> None:
 
 
 
+HEARTBEAT_SETTINGS = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
+
+
+@contextlib.contextmanager
+def foreground_run() -> Any:
+    """A flow run in this process, in front of the user who started it: Prefect's flow-run heartbeats off, unless
+    the environment sets their frequency.
+
+    Prefect 3.9's heartbeat thread sleeps in 1 s steps and every flow run joins it at its end, so a run in this
+    process ends up to 1 s late (about 1 s for a short one, such as a re-run that finds its version stored). A
+    heartbeat only matters to an automation that marks runs whose heartbeats stop as crashed; a run started here
+    has its user watching the process, and runs started by a worker from a deployment keep Prefect's default."""
+    if any(os.environ.get(name) for name in HEARTBEAT_SETTINGS):
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
 class _StageLines(logging.Handler):
     """Prints one line per finished stage, from Prefect's own task-run log records."""
 

@@ -73,3 +73,22 @@ def test_dask_reproduce_on_another_layout_compares_metrics_within_the_tolerance(
     assert close["metric_differences"]["auc"] == pytest.approx(0.005)
     far = _compare_metrics({}, {"auc": 0.90}, {"auc": 0.85}, 0.01, "other workers")
     assert not far["reproduced"] and "auc" in far["reason"]
+
+
+def test_a_foreground_run_turns_prefect_heartbeats_off_unless_the_environment_sets_them(monkeypatch):
+    """Prefect 3.9 joins its heartbeat thread (1 s sleeps) at the end of every flow run: `trainpipe train` in the
+    foreground runs without heartbeats, and a user who set their frequency keeps them."""
+    from prefect.settings import get_current_settings
+
+    from cli.logs import HEARTBEAT_SETTINGS, foreground_run
+
+    for name in HEARTBEAT_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    default = get_current_settings().flows.heartbeat_frequency
+    assert default is not None
+    with foreground_run():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == default
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
+    with foreground_run():
+        assert get_current_settings().flows.heartbeat_frequency == default  # left as the environment set it
