@@ -107,7 +107,10 @@ def try_append_at(artifacts: str, name: str, seq: int, prev: str, event: str,
                   fields: dict[str, Any]) -> Optional[dict[str, Any]]:
     """Write record `seq` only if no record holds that number yet; None when another appender got there first."""
     data = _make_record(seq, prev, event, fields)
-    if not storage.create_only(record_uri(artifacts, name, seq), data):
+    uri = record_uri(artifacts, name, seq)
+    # Read back: a store that checks the create-only condition and writes in two steps (moto's server) can let
+    # two appenders both create record `seq`; the one whose bytes are not there lost and appends again.
+    if not storage.create_only(uri, data) or storage.read_bytes(uri) != data:
         return None
     _advance_head(artifacts, name, seq, storage.sha256_bytes(data))
     return json.loads(data)

@@ -99,3 +99,25 @@ def test_an_anchor_kept_elsewhere_catches_a_consistent_rewrite_of_the_whole_log(
     assert len(problems) == 1 and "rewritten" in problems[0]
     assert "not SEQ:SHA256" in audit.check_anchor(root, "m", "abc")[0]
     assert "gone" in audit.check_anchor(root, "m", "9:" + "0" * 64)[0]
+
+
+def test_an_appender_whose_record_another_overwrote_appends_again(tmp_path, monkeypatch):
+    """A store that lets two appenders both create record N (the later bytes landing last, as moto's server can
+    under concurrent PUTs): the appender whose bytes are not there appends after the other's record, and the
+    chain holds both."""
+    root = str(tmp_path)
+    real_create = storage.create_only
+    rival = audit._make_record(1, audit.GENESIS, "gate_verdict", {"version": 7})
+
+    def rival_lands_last(uri: str, data: bytes) -> bool:
+        created = real_create(uri, data)
+        if created and uri == audit.record_uri(root, "churn", 1):
+            storage.write_bytes(uri, rival)
+        return created
+
+    monkeypatch.setattr(storage, "create_only", rival_lands_last)
+    mine = audit.append(root, "churn", "version_published", {"version": 1})
+    assert mine["seq"] == 2
+    assert [(r["seq"], r["event"]) for r in audit.read_log(root, "churn")] == [(1, "gate_verdict"),
+                                                                               (2, "version_published")]
+    assert audit.verify_log(root, "churn") == []
