@@ -174,7 +174,9 @@ def poll(uri: str, dataset: str, model: str, artifacts: str, retry_after_seconds
         event = build_event(dataset, uri, seen, model, source="watcher")
         # Overlapping polls (a slow run, a manual one) must not both ask: the first to claim the attempt does.
         claim = storage.join(artifacts, "watch", dataset, "claims", f"{seen['fingerprint']}-{attempt}")
-        if storage.create_only(claim, storage.dumps_json({"event_id": str(event.id), "at": now.isoformat()})):
+        mine = storage.dumps_json({"event_id": str(event.id), "at": now.isoformat()})
+        # read back: on a store that can let two creates both succeed (moto's server), the later bytes win
+        if storage.create_only(claim, mine) and storage.read_bytes(claim) == mine:
             try:
                 outcome["event_id"] = send_event(event)
             except BaseException:
