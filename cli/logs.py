@@ -10,11 +10,19 @@ from typing import Any
 from trainpipe.errors import TrainpipeError
 
 
+def _api_unreachable(error: BaseException) -> bool:
+    """A connection failure of an HTTP client (the Prefect API's, when Prefect logs it), which the CLI explains."""
+    import httpx
+
+    return isinstance(error, httpx.TransportError)
+
+
 class _QuietExpectedErrors(logging.Filter):
-    """Drop Prefect's tracebacks for errors trainpipe explains itself (bad spec, data, contract)."""
+    """Drop Prefect's tracebacks for errors trainpipe explains itself (bad spec, data, contract, an unreachable
+    Prefect API)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], TrainpipeError):
+        if record.exc_info and (isinstance(record.exc_info[1], TrainpipeError) or _api_unreachable(record.exc_info[1])):
             record.exc_info, record.exc_text = None, None
         return True
 

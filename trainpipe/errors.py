@@ -67,3 +67,9 @@ class StorageError(TrainpipeError):
     def __init__(self, message: str, *, transient: bool = False):
         super().__init__(message)
         self.transient = transient
+
+
+class OrchestratorError(TrainpipeError):
+    """The Prefect API cannot be reached (after the client's retries)."""
+
+    exit_code = 9
