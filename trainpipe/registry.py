@@ -182,10 +182,21 @@ def publish_or_join(
         storage.write_json(storage.join(folder, COMMITTED), {"committed_at": now_iso(),
                                                              "manifest_sha256": manifest_sha})
     except Exception as error:
-        _abandon(folder, f"{type(error).__name__}: {error}")
+        if not _committed_anyway(folder):
+            _abandon(folder, f"{type(error).__name__}: {error}")
         raise
     record_publication(artifacts, name, version, full, manifest_sha)
     return version, folder, False
+
+
+def _committed_anyway(folder: str) -> bool:
+    """Whether a claim whose writing failed is committed all the same (the commit marker's PUT landed but its
+    answer was lost): then it must not be marked abandoned, and the retried store finds and completes it. When
+    the store cannot say, it counts as committed: a claim left unmarked only makes an identical rival wait."""
+    try:
+        return storage.exists(storage.join(folder, COMMITTED))
+    except Exception:  # noqa: BLE001 - the store may be what failed
+        return True
 
 
 def _abandon(folder: str, why: str) -> None:

@@ -26,7 +26,7 @@ from moto_s3 import moto_s3
 
 from cli.main import main as cli_main
 from flows.train import train_flow
-from trainpipe import audit, registry
+from trainpipe import audit, registry, storage
 from trainpipe.errors import StorageError
 from trainpipe.spec import parse_spec
 
@@ -290,3 +290,66 @@ def test_cli_tuning_with_a_store_that_keeps_failing_fails_cleanly(proxy, capfd):
     assert f"s3://{BUCKET}/tuned-down/cache/features/" in errors[0] and "unavailable" in errors[0], errors
     assert broken.hits == 4 * 6, broken.hits  # the first try and 3 retries, each 3 sends twice
     assert published("tuned-down") == {"versions": [], "aliases": {}, "audit": []}
+
+
+# --- the store stage after its version claim ---------------------------------------------------------------
+
+# (the rule, the version the retried store ends with, whether version 1's claim is left abandoned)
+AFTER_CLAIM = {
+    # a file write fails after `_CLAIM` of v1 exists: v1 is marked abandoned, the retry claims and commits v2
+    "file-write": (Rule("reset", "/versions/1/model.ubj", method="PUT", count=6), 2, True),
+    # the commit marker lands but no answer ever comes back (12 sends of one call, each applied): the retry
+    # finds v1 committed and completes it
+    "commit-unanswered": (Rule("drop_response", "/versions/1/_COMMITTED", method="PUT", count=12), 1, False),
+    # committed, then the audit record's write fails: the retry appends the record to v1
+    "audit-record": (Rule("reset", f"/audit/{NAME}/00000001.json", method="PUT", count=6), 1, False),
+}
+
+
+def audit_verify(root: str, capfd) -> tuple[int, str]:
+    """`trainpipe audit verify NAME`: exit code and what it printed."""
+    code = cli_main(["audit", "verify", NAME, "--artifacts", artifacts_for(root)])
+    out = capfd.readouterr()
+    return code, out.out + out.err
+
+
+@pytest.mark.parametrize("case", list(AFTER_CLAIM))
+def test_a_store_retried_after_its_claim_commits_exactly_one_version(proxy, clean_model_sha, case, capfd):
+    rule, version, abandoned = AFTER_CLAIM[case]
+    root = f"after-claim-{case}"
+    result, counts = run_flow(proxy, root, rule)
+
+    assert isinstance(result, dict), result
+    assert rule.hits == rule.count and counts["store"] == 2, (rule, counts)
+    assert result["version"] == version
+    state = published(root)
+    assert state["versions"] == [version] and state["aliases"] == {"champion": version}
+    assert registry.read_manifest(artifacts_for(root), NAME, version)["model_sha256"] == clean_model_sha
+    published_records = [r for r in state["audit"] if r["event"] == "version_published"]
+    assert [r["version"] for r in published_records] == [version]
+    v1 = registry.version_uri(artifacts_for(root), NAME, 1)
+    assert storage.exists(storage.join(v1, registry.ABANDONED)) == abandoned
+    if abandoned:  # the failed attempt's claim says why it was given up and never becomes visible
+        assert "model.ubj" in storage.read_json(storage.join(v1, registry.ABANDONED))["why"]
+        assert not storage.exists(storage.join(v1, registry.COMMITTED))
+    assert registry.verify_registry(artifacts_for(root), NAME) == []
+    code, said = audit_verify(root, capfd)
+    assert code == 0 and "audit log intact" in said, said
+
+
+def test_a_store_that_keeps_failing_after_its_claims_commits_nothing(proxy, capfd):
+    broken = Rule("reset", "/model_card.md", method="PUT", count=10_000)  # every version's card (store only)
+    result, counts = run_flow(proxy, "after-claim-down", broken)
+
+    assert isinstance(result, StorageError) and result.transient
+    assert counts["store"] == 4 and broken.hits == 4 * 6, (counts, broken.hits)
+    artifacts = artifacts_for("after-claim-down")
+    assert f"{artifacts}/models/{NAME}/versions/4/model_card.md" in str(result) and "unavailable" in str(result)
+    # each attempt claimed a number and marked it abandoned; none is committed, nothing was logged
+    assert registry.claimed_versions(artifacts, NAME) == [1, 2, 3, 4]
+    for version in (1, 2, 3, 4):
+        assert storage.exists(storage.join(registry.version_uri(artifacts, NAME, version), registry.ABANDONED))
+    assert published("after-claim-down") == {"versions": [], "aliases": {}, "audit": []}
+    assert registry.verify_registry(artifacts, NAME) == []
+    code, said = audit_verify("after-claim-down", capfd)
+    assert code == 5 and f"no audit log or model named {NAME!r}" in said, said  # nothing was ever published
