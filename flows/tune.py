@@ -7,7 +7,7 @@ from typing import Any, Optional
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.tune.run import TuningRun
+from tasks.tune.run import finish_tuning_task, open_tuning_task
 from tasks.tune.trial import trial_task
 from trainpipe.results import Matrices, Tuned
 from trainpipe.spec import TaskType, TrainSpec
@@ -20,7 +20,7 @@ def tune_flow(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classe
     Takes URIs and the spec only, so it can run as its own deployment. A finished tuning run
     with the same inputs is reused from the artifact store.
     """
-    run = TuningRun(spec, matrices, task_type, n_classes)
+    run = open_tuning_task(spec, matrices, task_type, n_classes)
     if run.done is not None:
         return run.done
     if spec.compute.engine == "dask":  # trials on the cluster's workers, the study and its loop here
@@ -32,10 +32,10 @@ def tune_flow(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classe
             outcome = run.search(cluster_submitter(client, run, matrices))
         finally:
             client.close(timeout=5)
-        return run.finish(outcome)
+        return finish_tuning_task(run, outcome)
     outcome = run.search(lambda trial, params, history: trial_task.submit(run.context, trial, trial.number,
                                                                          params, history))
-    return run.finish(outcome)
+    return finish_tuning_task(run, outcome)
 
 
 def tuning_subflow(parallelism: int) -> Any:

@@ -187,7 +187,8 @@ def publish_or_join(
     except ClaimLost:
         raise  # the folder is the other writer's now: nothing of ours to mark
     except Exception as error:
-        _abandon(folder, f"{type(error).__name__}: {error}")
+        if not _committed_anyway(folder):
+            _abandon(folder, f"{type(error).__name__}: {error}")
         raise
     record_publication(artifacts, name, version, full, manifest_sha)
     return version, folder, False
@@ -202,6 +203,16 @@ def _claim(uri: str, claim: bytes) -> bool:
     and writes in two steps (moto's server under concurrent PUTs; some S3-compatible stores) can let two
     writers both succeed, the later one overwriting: reading the claim back tells the earlier one it lost."""
     return storage.create_only(uri, claim) and storage.read_bytes(uri) == claim
+
+
+def _committed_anyway(folder: str) -> bool:
+    """Whether a claim whose writing failed is committed all the same (the commit marker's PUT landed but its
+    answer was lost): then it must not be marked abandoned, and the retried store finds and completes it. When
+    the store cannot say, it counts as committed: a claim left unmarked only makes an identical rival wait."""
+    try:
+        return storage.exists(storage.join(folder, COMMITTED))
+    except Exception:  # noqa: BLE001 - the store may be what failed
+        return True
 
 
 def _abandon(folder: str, why: str) -> None:

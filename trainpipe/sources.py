@@ -230,7 +230,9 @@ def check_short_rows(file: dict[str, Any], data: DataSpec, source: Any) -> None:
         lines = pl.scan_csv(source, **options) if isinstance(source, str) else pl.read_csv(source, **options).lazy()
         line = pl.col("line")
         counts = line.str.count_matches(data.separator, literal=True).fill_null(0)
-        nonblank = line.str.strip_chars().str.len_bytes().fill_null(0) > 0
+        # blank: nothing but the line end; a line of spaces is a row with too few fields (polars would read the
+        # spaces as the first column's value and the rest as nulls)
+        nonblank = line.str.strip_chars("\r").str.len_bytes().fill_null(0) > 0
         # the header's own count is the most, unless quoted separators disagree: then the exact parse decides
         found = lines.select(counts.first().alias("header"), counts.filter(nonblank).min().alias("least"))
         header, least = found.collect(engine="streaming").row(0)
@@ -247,6 +249,18 @@ def check_short_rows(file: dict[str, Any], data: DataSpec, source: Any) -> None:
 
 def scan_file(file: dict[str, Any], data: DataSpec, as_text: tuple[str, ...] = ()) -> pl.LazyFrame:
     """A lazy scan of a local, uncompressed file; other files are read through fsspec."""
+    scan = _scan_file(file, data, as_text)
+    return scan.pipe(without_blank_lines) if file["format"] == "csv" else scan
+
+
+def without_blank_lines(scan: pl.LazyFrame) -> pl.LazyFrame:
+    """A CSV's rows without those that hold no value at all: polars reads a blank line (between rows, at the
+    end, `\r\n` or not) as a row of nulls, which would become a null-target row to drop, or a row to predict.
+    A line of separators only (`,,`) holds no value either and goes too."""
+    return scan.filter(~pl.all_horizontal(pl.all().is_null()))
+
+
+def _scan_file(file: dict[str, Any], data: DataSpec, as_text: tuple[str, ...] = ()) -> pl.LazyFrame:
     uri, fmt = file["uri"], file["format"]
     fs, path = storage.get_fs(uri)
     if fmt == "csv":
@@ -312,11 +326,19 @@ def _collect_alone(file: dict[str, Any], scan: pl.LazyFrame, data: DataSpec, not
 
 
 def check_header(file: dict[str, Any], data: DataSpec) -> None:
-    """Fail on a CSV header naming a column twice: polars would rename one silently and train on both."""
+    """Fail on a CSV header naming a column twice (polars would rename one silently and train on both) or with
+    spaces around a name (polars keeps them: `species ` is not the target `species`)."""
     fs, path = storage.get_fs(file["uri"])
     with storage.guarded(file["uri"]), fs.open(path, "rb", compression="infer") as handle:
         first = handle.readline()  # one block, not the whole object, on a remote store
-    names = next(csv.reader([first.decode("utf-8", errors="replace")], delimiter=data.separator), [])
+    # polars drops a UTF-8 byte-order mark before the first name; so does this check
+    names = next(csv.reader([first.decode("utf-8-sig", errors="replace").rstrip("\r\n")],
+                            delimiter=data.separator), [])
+    padded = [name for name in names if name != name.strip()]
+    if padded:
+        listed = ", ".join(repr(n) for n in padded)
+        raise DataError(f"{file['uri']}: column name(s) {listed} in the header have spaces around them (polars "
+                        "keeps them, so a spec naming the column would not find it); remove the spaces from the header")
     seen: set[str] = set()
     twice = [name for name in names if name in seen or seen.add(name)]
     if twice:

@@ -1,5 +1,10 @@
 """A tuning run opened on its study (what the tune subflow composes), and the spec the train stage
-refits with."""
+refits with.
+
+Opening (the finished-run check, the study, the trials' matrices) and finishing (the leaderboard, the
+picture, the stage marker) are the run's only object-store I/O; each is a task that retries transient store
+failures (tasks/common.TRANSIENT_RETRIES), as every cached stage does. The trials themselves work in memory.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from tasks.common import finish_stage, stage_dir, stored_stage_result
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.common import TRANSIENT_RETRIES, finish_stage, stage_dir, stored_stage_result
 from tasks.tune.data import MatrixPool
 from tasks.tune.results import best_params, leaderboard, param_importances, publish_results, study_summary
 from tasks.tune.search import search
@@ -68,6 +76,21 @@ class TuningRun:
         meta = {"best_params": best, "summary": {**summary, "importances": importances}, "attachments": attachments}
         return finish_stage(self.folder, Tuned, meta, self.started,
                             content=[best, summary["study_name"], summary["best_trial"], summary["best_value"]])
+
+
+# In memory, in the subflow's process: a run holds the study and the matrices (never persisted or hashed).
+@task(name="open-tuning", cache_policy=NO_CACHE, persist_result=False, **TRANSIENT_RETRIES)
+def open_tuning_task(spec: TrainSpec, matrices: Matrices, task_type: TaskType,
+                     n_classes: Optional[int]) -> TuningRun:
+    """The tuning run, opened again from the start when a store read failed (a new in-memory study, or the
+    same stored one loaded)."""
+    return TuningRun(spec, matrices, task_type, n_classes)
+
+
+@task(name="finish-tuning", cache_policy=NO_CACHE, persist_result=False, **TRANSIENT_RETRIES)
+def finish_tuning_task(run: TuningRun, outcome: dict[str, Any]) -> Tuned:
+    """`TuningRun.finish`; a retry rewrites the same files, the marker last."""
+    return run.finish(outcome)
 
 
 def tuned_xgboost(xgboost: XGBoostSpec, tuned: Optional[Tuned]) -> XGBoostSpec:

@@ -85,6 +85,10 @@ CASES: dict[str, tuple[str, bytes, str, tuple[str, ...]]] = {
     "target_all_null": ("nulls.csv", csv_text(frame().with_columns(y=pl.lit(None, pl.Float64))).encode(), "y",
                         ("'y'", "null")),
     "one_class": ("oneclass.csv", csv_text(frame().with_columns(y=pl.lit("yes"))).encode(), "y", ("'y'", "1 distinct")),
+    "spaces_around_names": ("padded.csv", csv_text(frame()).replace("x1,x2,city,y", "x1, x2,city,y ", 1).encode(), "y",
+                            ("' x2'", "'y '", "spaces around them")),
+    "line_of_spaces": ("spaces.csv", csv_text(frame()).replace("\n", "\n   \n", 3).encode(), "y",
+                       ("data row 1 has 1 fields, the header 4",)),
 }
 
 
@@ -135,6 +139,23 @@ def test_mixed_date_formats_are_read_as_text_and_said(tmp_path: Path):
     assert "day" in done.stderr and "text" in done.stderr  # says what it did
     manifest = json.loads((next(artifacts.glob("models/*/versions/*/manifest.json"))).read_text())
     assert manifest["data"]["sources"][0]["uri"] == str(data)
+
+
+def test_a_real_file_with_blank_lines_crlf_and_a_bom_trains_on_its_rows_alone(tmp_path: Path):
+    """Blank lines (between rows and at the end) read by polars as rows of nulls would have been dropped as
+    null-target rows with a warning; a byte-order mark must not reach the first column's name."""
+    lines = csv_text(frame()).splitlines()
+    text = "\ufeff" + "\r\n".join(lines[:20] + [""] + lines[20:40] + ["", ""] + lines[40:]) + "\r\n\r\n\r\n"
+    data = tmp_path / "blanks.csv"
+    data.write_bytes(text.encode("utf-8"))
+    artifacts = tmp_path / "art"
+    done = train(data, "y", artifacts)
+    assert done.returncode == 0, done.stderr
+    assert "null-target" not in done.stderr and "null target" not in done.stderr, done.stderr
+    manifest = json.loads((next(artifacts.glob("models/*/versions/*/manifest.json"))).read_text())
+    assert manifest["data"]["dropped_null_target"] == 0
+    assert sum(manifest["data"]["rows"].values()) == 60
+    assert "x1" in manifest["features"]["names"] and not any("\ufeff" in n for n in manifest["features"]["names"])
 
 
 def test_constant_regression_target_is_not_champion(tmp_path: Path):

@@ -9,12 +9,16 @@ tasks/common.stage_dir) or of the inputs it reads first. Counts match one call's
 botocore (3 sends, plus a second s3fs try for throttling, resets and broken-off bodies), so each
 rule makes exactly one attempt of its stage fail and Prefect's retry (tasks/common.TRANSIENT_RETRIES)
 finish it; run counts read back from the Prefect server prove it.
+
+Tuning (`--trials N`) reads the feature matrices for its trials and writes its leaderboard in the tuning
+subflow; those reads and writes are retried tasks too (open-tuning, finish-tuning), so a fault there no longer
+fails the run, and a tuned run under transient faults ends with the fault-free run's model.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from fault_proxy import FaultProxy, Rule, fault_proxy
@@ -22,7 +26,7 @@ from moto_s3 import moto_s3
 
 from cli.main import main as cli_main
 from flows.train import train_flow
-from trainpipe import audit, registry
+from trainpipe import audit, registry, storage
 from trainpipe.errors import StorageError
 from trainpipe.spec import parse_spec
 
@@ -52,22 +56,25 @@ def artifacts_for(root: str) -> str:
     return f"s3://{BUCKET}/{root}"
 
 
-def run_flow(proxy: FaultProxy, root: str, *rules: Rule) -> tuple[Any, dict[str, int]]:
+def run_flow(proxy: FaultProxy, root: str, *rules: Rule,
+             extra: Optional[dict[str, Any]] = None) -> tuple[Any, dict[str, int]]:
     """Run the training flow (its own artifact root, so nothing is cached) under `rules`;
     returns (the result or the exception it raised, task name -> run count on the Prefect server)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
 
     spec = parse_spec({"name": NAME, "data": {"uris": [f"s3://{BUCKET}/raw/"]}, "target": "species", "seed": 7,
-                       "artifacts": artifacts_for(root)})
+                       "artifacts": artifacts_for(root), **(extra or {})})
     proxy.clear()
     proxy.add(*rules)
     try:
         state = train_flow(spec, return_state=True)
         result = state.result(raise_on_failure=False)
-        with get_client(sync_client=True) as client:
-            runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        with get_client(sync_client=True) as client:  # the flow run's task runs and its subflows' (tuning)
+            ids = [state.state_details.flow_run_id]
+            ids += [run.id for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=ids)))]
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
     finally:
         proxy.clear()
     return result, {run.name.rsplit("-", 1)[0]: run.run_count for run in runs}
@@ -213,3 +220,136 @@ def test_cli_with_an_unreachable_endpoint_prints_one_line(proxy, capfd, monkeypa
     assert len(errors) == 1
     assert f"s3://{BUCKET}/raw/" in errors[0] and dead in errors[0] and "unavailable" in errors[0]
     assert published("cli-unreachable") == {"versions": [], "aliases": {}, "audit": []}
+
+
+# --- faults while tuning (`--trials N`): the trials' matrices are read from the store ---------------------------
+
+TUNING = {"trials": 3, "parallelism": 1}
+XGB = {"num_boost_round": 40, "early_stopping_rounds": 5}
+
+
+def run_tuned(proxy: FaultProxy, root: str, *rules: Rule) -> tuple[Any, dict[str, int]]:
+    return run_flow(proxy, root, *rules, extra={"tuning": TUNING, "xgboost": XGB})
+
+
+@pytest.fixture(scope="module")
+def clean_tuned_sha(proxy) -> str:
+    """The model a fault-free tuned run ends with."""
+    result, _ = run_tuned(proxy, "tuned-clean")
+    assert isinstance(result, dict), result
+    manifest = registry.read_manifest(artifacts_for("tuned-clean"), NAME, 1)
+    assert manifest["tuning"]["performed"] and manifest["tuning"]["trials_asked"] == 3
+    return manifest["model_sha256"]
+
+
+# (stage whose first attempt must fail, the rule that makes it fail); the tuning run's own writes (leaderboard,
+# picture, marker) go under /cache/tune/
+TUNING_FAULTS = {
+    "slowdown": [("open-tuning", Rule("status", "/cache/features/", method="GET", count=6, status=503,
+                                      code="SlowDown"))],
+    "reset": [("open-tuning", Rule("reset", "/cache/features/", method="GET", count=6)),
+              ("finish-tuning", Rule("reset", "/cache/tune/", method="PUT", count=6))],
+    "truncated-body": [("open-tuning", Rule("truncate", "/cache/features/", method="GET", count=2))],
+}
+
+
+@pytest.mark.parametrize("case", list(TUNING_FAULTS))
+def test_transient_faults_while_tuning_are_retried_and_give_the_same_model(proxy, clean_tuned_sha, case):
+    """The first reads of the feature matrices after the features stage are the tuning run's (the train stage
+    reads them after the study): one failed read is retried and the study and the refit end the same."""
+    root = f"tuned-{case}"
+    result, counts = run_tuned(proxy, root, *(rule for _, rule in TUNING_FAULTS[case]))
+
+    assert isinstance(result, dict), result
+    for stage, rule in TUNING_FAULTS[case]:
+        assert rule.hits == rule.count, (stage, rule)
+        assert counts[stage] == 2, (stage, counts)  # failed once on the wire, retried, succeeded
+    assert counts["train"] == 1 and counts["features"] == 1, counts
+    manifest = registry.read_manifest(artifacts_for(root), NAME, result["version"])
+    assert manifest["model_sha256"] == clean_tuned_sha
+    assert manifest["tuning"]["counts"]["complete"] + manifest["tuning"]["counts"]["pruned"] == 3
+    assert registry.verify_registry(artifacts_for(root), NAME) == []
+
+
+def test_cli_tuning_with_a_store_that_keeps_failing_fails_cleanly(proxy, capfd):
+    """Every read of the matrices fails: the tuning run gives up after its bounded retries, the CLI prints one
+    line naming the matrices' URI and exits non-zero, and nothing is published."""
+    broken = Rule("reset", "/cache/features/", method="GET", count=10_000)
+    proxy.clear()
+    proxy.add(broken)
+    try:
+        code = cli_main(["train", "--data", f"s3://{BUCKET}/raw/", "--target", "species", "--name", NAME,
+                         "--artifacts", artifacts_for("tuned-down"), "--trials", "3"])
+    finally:
+        proxy.clear()
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert code == 8, lines[-20:]
+    assert not any("Traceback" in line for line in lines)
+    errors = [line for line in lines if line.startswith("trainpipe: error:")]
+    assert len(errors) == 1, lines[-20:]
+    assert f"s3://{BUCKET}/tuned-down/cache/features/" in errors[0] and "unavailable" in errors[0], errors
+    assert broken.hits == 4 * 6, broken.hits  # the first try and 3 retries, each 3 sends twice
+    assert published("tuned-down") == {"versions": [], "aliases": {}, "audit": []}
+
+
+# --- the store stage after its version claim ---------------------------------------------------------------
+
+# (the rule, the version the retried store ends with, whether version 1's claim is left abandoned)
+AFTER_CLAIM = {
+    # a file write fails after `_CLAIM` of v1 exists: v1 is marked abandoned, the retry claims and commits v2
+    "file-write": (Rule("reset", "/versions/1/model.ubj", method="PUT", count=6), 2, True),
+    # the commit marker lands but no answer ever comes back (12 sends of one call, each applied): the retry
+    # finds v1 committed and completes it
+    "commit-unanswered": (Rule("drop_response", "/versions/1/_COMMITTED", method="PUT", count=12), 1, False),
+    # committed, then the audit record's write fails: the retry appends the record to v1
+    "audit-record": (Rule("reset", f"/audit/{NAME}/00000001.json", method="PUT", count=6), 1, False),
+}
+
+
+def audit_verify(root: str, capfd) -> tuple[int, str]:
+    """`trainpipe audit verify NAME`: exit code and what it printed."""
+    code = cli_main(["audit", "verify", NAME, "--artifacts", artifacts_for(root)])
+    out = capfd.readouterr()
+    return code, out.out + out.err
+
+
+@pytest.mark.parametrize("case", list(AFTER_CLAIM))
+def test_a_store_retried_after_its_claim_commits_exactly_one_version(proxy, clean_model_sha, case, capfd):
+    rule, version, abandoned = AFTER_CLAIM[case]
+    root = f"after-claim-{case}"
+    result, counts = run_flow(proxy, root, rule)
+
+    assert isinstance(result, dict), result
+    assert rule.hits == rule.count and counts["store"] == 2, (rule, counts)
+    assert result["version"] == version
+    state = published(root)
+    assert state["versions"] == [version] and state["aliases"] == {"champion": version}
+    assert registry.read_manifest(artifacts_for(root), NAME, version)["model_sha256"] == clean_model_sha
+    published_records = [r for r in state["audit"] if r["event"] == "version_published"]
+    assert [r["version"] for r in published_records] == [version]
+    v1 = registry.version_uri(artifacts_for(root), NAME, 1)
+    assert storage.exists(storage.join(v1, registry.ABANDONED)) == abandoned
+    if abandoned:  # the failed attempt's claim says why it was given up and never becomes visible
+        assert "model.ubj" in storage.read_json(storage.join(v1, registry.ABANDONED))["why"]
+        assert not storage.exists(storage.join(v1, registry.COMMITTED))
+    assert registry.verify_registry(artifacts_for(root), NAME) == []
+    code, said = audit_verify(root, capfd)
+    assert code == 0 and "audit log intact" in said, said
+
+
+def test_a_store_that_keeps_failing_after_its_claims_commits_nothing(proxy, capfd):
+    broken = Rule("reset", "/model_card.md", method="PUT", count=10_000)  # every version's card (store only)
+    result, counts = run_flow(proxy, "after-claim-down", broken)
+
+    assert isinstance(result, StorageError) and result.transient
+    assert counts["store"] == 4 and broken.hits == 4 * 6, (counts, broken.hits)
+    artifacts = artifacts_for("after-claim-down")
+    assert f"{artifacts}/models/{NAME}/versions/4/model_card.md" in str(result) and "unavailable" in str(result)
+    # each attempt claimed a number and marked it abandoned; none is committed, nothing was logged
+    assert registry.claimed_versions(artifacts, NAME) == [1, 2, 3, 4]
+    for version in (1, 2, 3, 4):
+        assert storage.exists(storage.join(registry.version_uri(artifacts, NAME, version), registry.ABANDONED))
+    assert published("after-claim-down") == {"versions": [], "aliases": {}, "audit": []}
+    assert registry.verify_registry(artifacts, NAME) == []
+    code, said = audit_verify("after-claim-down", capfd)
+    assert code == 5 and f"no audit log or model named {NAME!r}" in said, said  # nothing was ever published

@@ -210,6 +210,81 @@ def test_a_run_sigkilled_during_tuning_resumes_its_study_and_ends_with_the_same_
     assert resumed["version"] == 1 and registry.verify_registry(str(artifacts), "killed") == []
 
 
+POSTGRES = os.environ.get("TRAINPIPE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def postgres_study():
+    """A study name of its own in the PostgreSQL server on this machine (a default name would meet the study of
+    an earlier test session), deleted afterwards."""
+    import optuna
+
+    name = f"killed-{os.getpid()}-{time.monotonic_ns()}"
+    yield name
+    try:
+        optuna.delete_study(study_name=name, storage=POSTGRES)
+    except KeyError:
+        pass
+
+
+def database_trials(study_name: str) -> list:
+    """The study's trials as the database holds them now ([] before the run has created it)."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(POSTGRES)
+    try:
+        return storage.get_all_trials(storage.get_study_id_from_name(study_name), deepcopy=True)
+    except KeyError:
+        return []
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+
+
+def test_a_run_sigkilled_during_tuning_resumes_its_postgresql_study_and_ends_with_the_same_model(
+        tmp_path: Path, kill_data: Path, uninterrupted: dict, postgres_study: str):
+    """The kill-and-resume test above with the study in PostgreSQL: the killed process's RUNNING trials are
+    failed as abandoned at once (their owner is a dead process of this host; the heartbeat would take its
+    60 s grace), the finished ones are kept, and the model is the uninterrupted run's byte for byte (the
+    storage is not part of what decides the trials)."""
+    spec = tmp_path / "spec.yaml"
+    text = KILL_SPEC.format(data=kill_data, artifacts=tmp_path / "art")
+    spec.write_text(text.replace("storage: journal,", f"storage: \"{POSTGRES}\", study_name: {postgres_study},"))
+    artifacts = tmp_path / "art"
+
+    def one_trial_finished_and_the_next_running() -> bool:
+        found = states(database_trials(postgres_study))
+        return "COMPLETE" in found and "RUNNING" in found
+
+    proc = train_cli(spec, tmp_path / "killed")
+    wait_then_kill(proc, tmp_path / "killed", one_trial_finished_and_the_next_running, "a finished trial")
+    before = database_trials(postgres_study)
+    finished_before = {t.number: t.value for t in before if t.state.name == "COMPLETE"}
+    running_at_kill = [t.number for t in before if t.state.name == "RUNNING"]
+    assert finished_before and running_at_kill
+    assert not list(artifacts.glob("models/*/versions/*"))
+
+    started = time.monotonic()
+    resumed = finish(train_cli(spec, tmp_path / "resumed"), tmp_path / "resumed")
+    resume_s = time.monotonic() - started
+
+    assert all(resumed["stages"][s]["cached"] for s in DATA_STAGES), resumed["stages"]
+    assert not resumed["stages"]["tune"]["cached"]
+    after = sorted(database_trials(postgres_study), key=lambda t: t.number)
+    assert {t.number: t.value for t in after if t.number in finished_before} == finished_before
+    assert set(resumed["tuning"]["trials_this_run"]).isdisjoint(finished_before)
+    assert all(after[n].state.name == "FAIL" and after[n].user_attrs["abandoned"] for n in running_at_kill)
+    assert resumed["tuning"]["counts"]["complete"] == 4 and resumed["tuning"]["study_name"] == postgres_study
+    assert resumed["tuning"]["storage"] == POSTGRES
+    complete = [(t.params, t.value) for t in after if t.state.name == "COMPLETE"]
+    assert complete == [(t.params, t.value) for t in uninterrupted["trials"] if t.state.name == "COMPLETE"]
+    assert resumed["tuning"]["best_params"] == uninterrupted["result"]["tuning"]["best_params"]
+    assert model_sha(resumed) == uninterrupted["sha"]
+    assert resumed["version"] == 1 and registry.verify_registry(str(artifacts), "killed") == []
+    print(f"killed with trials {running_at_kill} running, {sorted(finished_before)} finished; resumed in "
+          f"{resume_s:.1f} s")
+
+
 def test_a_run_sigkilled_during_training_resumes_from_its_cached_stages_and_ends_with_the_same_model(
         tmp_path: Path, kill_data: Path, uninterrupted: dict):
     from prefect.client.orchestration import get_client

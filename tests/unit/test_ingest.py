@@ -278,3 +278,70 @@ def test_quoted_separators_and_newlines_and_blank_lines_are_not_short_rows(tmp_p
     spec = DataSpec(uris=[str(path)])
     frame = load_files(resolve_sources(spec), spec)
     assert frame.get_column("a").to_list()[:3] == ["x,1", "multi\nline", "7"]  # (polars reads the blank line as nulls)
+
+
+# --- real files: blank lines, \r\n, a byte-order mark, spaces around header names ----------------------------
+
+BLANKS = {
+    "blank-lines": "x,name,y\n1,ann,a\n\n2,bob,b\n\n3,cy,a\n\n\n",
+    "crlf-blank-lines": "x,name,y\r\n1,ann,a\r\n\r\n2,bob,b\r\n3,cy,a\r\n\r\n",
+    "bom-crlf": "\ufeffx,name,y\r\n1,ann,a\r\n2,bob,b\r\n\r\n3,cy,a\r\n",
+}
+
+
+@pytest.mark.parametrize("case", list(BLANKS))
+@pytest.mark.parametrize("streaming", [False, True], ids=["in-memory", "out-of-core"])
+def test_blank_lines_crlf_and_a_bom_read_as_the_rows_alone(tmp_path, case, streaming):
+    from tasks.ingest import ingest_files_streaming
+
+    path = tmp_path / "a.csv"
+    path.write_bytes(BLANKS[case].encode("utf-8"))
+    spec = DataSpec(uris=[str(path)])
+    ingest = ingest_files_streaming if streaming else ingest_files
+    meta = ingest(resolve_sources(spec), spec, str(tmp_path / "snap.parquet"))
+    frame = pl.read_parquet(tmp_path / "snap.parquet")
+    assert meta["rows"] == 3 and meta["columns"] == ["x", "name", "y"]  # no "\ufeffx", no null rows
+    assert frame.get_column("x").to_list() == [1, 2, 3] and frame.schema["x"] == pl.Int64
+    assert frame.get_column("y").to_list() == ["a", "b", "a"]  # the last column carries no "\r"
+    assert frame.null_count().row(0) == (0, 0, 0)
+
+
+def test_blank_lines_in_a_file_read_from_bytes(tmp_path):
+    """read_file (the remote and compressed path) parses the bytes: blank lines go there too."""
+    path = tmp_path / "a.csv.gz"
+    path.write_bytes(gzip.compress(BLANKS["crlf-blank-lines"].encode()))
+    spec = DataSpec(uris=[str(path)])
+    frame = load_files(resolve_sources(spec), spec)
+    assert frame.height == 3 and frame.null_count().row(0) == (0, 0, 0)
+
+
+def test_a_row_of_empty_fields_is_dropped_but_a_row_with_one_value_is_kept(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("x,name,y\n1,ann,a\n,,\n,,b\n")
+    spec = DataSpec(uris=[str(path)])
+    frame = load_files(resolve_sources(spec), spec)
+    assert frame.rows() == [(1, "ann", "a"), (None, None, "b")]
+
+
+def test_a_line_of_spaces_is_a_row_with_too_few_fields(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("x,name,y\n1,ann,a\n   \n2,bob,b\n")
+    spec = DataSpec(uris=[str(path)])
+    with pytest.raises(DataError, match=r"data row 2 has 1 fields, the header 3"):
+        load_files(resolve_sources(spec), spec)
+
+
+def test_spaces_around_header_names_are_a_clear_error(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("x, name,y \n1,ann,a\n")
+    spec = DataSpec(uris=[str(path)])
+    with pytest.raises(DataError, match=r"column name\(s\) ' name', 'y ' in the header have spaces around them"):
+        load_files(resolve_sources(spec), spec)
+
+
+def test_a_bom_does_not_hide_a_duplicate_first_name(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_bytes("\ufeffx,y,x\n1,2,3\n".encode())
+    spec = DataSpec(uris=[str(path)])
+    with pytest.raises(DataError, match=r"duplicate column name\(s\) 'x'"):
+        load_files(resolve_sources(spec), spec)
