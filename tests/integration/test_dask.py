@@ -158,7 +158,8 @@ def test_same_seed_partitions_and_workers_give_the_same_booster_bytes(cluster, d
     assert digests[0] == digests[1] == digests[2]
 
 
-def test_a_killed_worker_ends_in_bounded_time_with_a_retry_or_a_clear_error(data, tmp_path):
+@pytest.mark.parametrize("external_memory", ["off", "on"])  # in memory (xgboost.dask) and out of core
+def test_a_killed_worker_ends_in_bounded_time_with_a_retry_or_a_clear_error(data, tmp_path, external_memory):
     from distributed import Client
 
     with cli_cluster(2, MEMORY_LIMIT, folder=tmp_path / "dask-cli") as local:  # its own: a worker is killed
@@ -175,7 +176,7 @@ def test_a_killed_worker_ends_in_bounded_time_with_a_retry_or_a_clear_error(data
         started = time.monotonic()
         try:
             booster, info = fit_on_cluster(local.address, data["partitions"], data["types"], params,
-                                           3000, 3000, refit=False, grace_s=5)
+                                           3000, 3000, refit=False, grace_s=5, external_memory=external_memory)
         except TrainpipeError as error:
             message = str(error)
             print("clear error:", message)
@@ -183,6 +184,7 @@ def test_a_killed_worker_ends_in_bounded_time_with_a_retry_or_a_clear_error(data
         else:  # retried on what remained (the nanny restarts a killed worker)
             print("retried on", info["engine"]["workers"])
             assert victim[0] not in info["engine"]["workers"]
+            assert info["engine"]["external_memory"]["on"] is (external_memory == "on")
         elapsed = time.monotonic() - started
         print(f"killed {victim[0]}: ended after {elapsed:.1f} s")
         assert elapsed < 120
