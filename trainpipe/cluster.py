@@ -35,6 +35,10 @@ COLLECTIVE_TIMEOUT_S = 60
 # ~257 MB worker baseline + 3.6 x its share (tests/integration/test_dask.py); 0.7 is where dask starts spilling.
 IN_MEMORY_FACTOR = 3.6
 WORKER_MEMORY_FRACTION = 0.7
+# Seconds the out-of-core path's tracker waits for every worker to join the collective (and to leave it). Each
+# task joins before it reads any data, so all join within moments on idle workers; a worker lost before it
+# joined holds the others for this long (XGBoost cannot be told to give up sooner), then the retry starts.
+BOOTSTRAP_TIMEOUT_S = 30
 
 
 class WorkerLost(TrainpipeError):
@@ -357,7 +361,7 @@ def _collective_run(client: Client, workers: list[str], blocks_of: dict[str, lis
     from xgboost.collective import Config
     from xgboost.dask import _start_tracker  # the scheduler needs only xgboost, as for xgboost.dask.train
 
-    coll = Config(timeout=COLLECTIVE_TIMEOUT_S, tracker_timeout=COLLECTIVE_TIMEOUT_S)
+    coll = Config(timeout=COLLECTIVE_TIMEOUT_S, tracker_timeout=BOOTSTRAP_TIMEOUT_S)
     # The tracker runs on the scheduler, which every worker reaches (xgboost.dask does the same).
     args = client.run_on_scheduler(_start_tracker, len(workers), get_address_host(client.scheduler.address),
                                    None, coll.tracker_timeout)
