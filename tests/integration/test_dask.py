@@ -258,3 +258,29 @@ def test_train_flow_with_engine_dask_stores_a_model_close_to_the_local_one(clust
     print("reproduce:", report["check"], "-", report["check_reason"], "-", report["reason"])
     assert report["engine"] == "dask" and report["layout_now"] == report["layout_then"]
     assert report["check"] == "byte-identical" and report["byte_identical"] and report["reproduced"]
+
+
+def test_train_flow_out_of_core_on_the_cluster_records_the_choice_and_scores_like_local(cluster, tmp_path,
+                                                                                       penguins_csv):
+    """compute.external_memory on with engine dask: the data stages stream and the fit runs XGBoost's
+    distributed external memory on the workers (one partition a part here, so one worker trains)."""
+    from flows.train import train_flow
+    from trainpipe.spec import parse_spec
+
+    def spec(engine: str, folder: str):
+        return parse_spec({"name": "penguins", "data": {"uris": [str(penguins_csv)]}, "target": "species",
+                           "artifacts": str(tmp_path / folder),
+                           "compute": {"engine": engine, "dask_address": cluster.address, "external_memory": "on"}})
+
+    local = train_flow(spec("local", "local"))
+    dask = train_flow(spec("dask", "dask"))
+    assert dask["memory"]["out_of_core"] is True
+    recorded = [json.loads(p.read_text()) for p in (tmp_path / "dask" / "cache" / "train").rglob("_SUCCESS")]
+    engines = [r["engine"] for r in recorded if r.get("engine")]
+    assert engines and engines[0]["external_memory"]["on"] and engines[0]["scheduler"] == cluster.address
+    fit = next(r for r in recorded if r.get("engine"))["external_memory"]
+    assert fit["partitions_read"] > 0 and set(fit["per_worker"]) <= set(engines[0]["workers"])
+    print("metrics dask out of core", dask["metrics"], "local out of core", local["metrics"])
+    for name, value in local["metrics"].items():
+        if isinstance(value, float):
+            assert abs(dask["metrics"][name] - value) < 0.05, (name, dask["metrics"][name], value)
