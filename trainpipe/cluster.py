@@ -45,7 +45,7 @@ class WorkerLost(TrainpipeError):
     """A Dask worker left the cluster during a fit."""
 
     def __init__(self, address: str, lost: list[str]) -> None:
-        super().__init__(f"Dask worker(s) {', '.join(lost)} left the cluster at {address} during xgboost.dask.train")
+        super().__init__(f"Dask worker(s) {', '.join(lost)} left the cluster at {address} during a fit")
         self.lost = lost
 
 
@@ -404,16 +404,17 @@ def _train_on_worker(coll_args: dict[str, Any], parts: dict[str, list[str]], fea
 
     worker = get_worker()
     local = {**params, "nthread": worker.state.nthreads}
+    on_host = params.get("device") == "cuda"  # as on one machine: a GPU caches pages in host memory
     history: dict[str, Any] = {}
     iters: dict[str, Any] = {}
     with cache_folder() as cache, collective.CommunicatorContext(**coll_args):
         rank = collective.get_rank()
         dtrain, iters["train"] = external_matrix(parts["train"], feature_types, params["max_bin"],
-                                                 os.path.join(cache, "train"))
+                                                 os.path.join(cache, "train"), on_host=on_host)
         evals, dvalid = [], None
         if "valid" in parts:
             dvalid, iters["valid"] = external_matrix(parts["valid"], feature_types, params["max_bin"],
-                                                     os.path.join(cache, "valid"), ref=dtrain)
+                                                     os.path.join(cache, "valid"), ref=dtrain, on_host=on_host)
             evals = [(dvalid, "valid")]
         booster = xgb.train(local, dtrain, num_boost_round=num_boost_round, evals=evals or None,
                             early_stopping_rounds=early_stopping_rounds, evals_result=history, verbose_eval=False)

@@ -146,10 +146,12 @@ def test_a_generated_matrix_is_held_by_both_cli_workers_and_scores_like_one_mach
     assert dask_loss < 0.5  # it learned (a constant predictor scores about 0.69)
 
 
-def test_same_seed_partitions_and_workers_give_the_same_booster_bytes(cluster, data):
+@pytest.mark.parametrize("external_memory", ["off", "on"])  # in memory (xgboost.dask) and out of core
+def test_same_seed_partitions_and_workers_give_the_same_booster_bytes(cluster, data, external_memory):
     params = booster_params(XGBoostSpec(max_depth=4), "binary", None, seed=5)
-    runs = [fit_on_cluster(cluster.address, data["partitions"], data["types"], params, 200, 10, refit=True)
-            for _ in range(3)]
+    runs = [fit_on_cluster(cluster.address, data["partitions"], data["types"], params, 200, 10, refit=True,
+                           external_memory=external_memory) for _ in range(3)]
+    assert all(info["engine"]["external_memory"]["on"] is (external_memory == "on") for _, info in runs)
     digests = [storage.sha256_bytes(model_bytes(b)) for b, _ in runs]
     placements = [info["engine"]["placement"] for _, info in runs]
     print("booster sha256", [d[:12] for d in digests], "placement", placements[0])
