@@ -1,6 +1,6 @@
 """Engine dask on data larger than one worker's memory limit: XGBoost's distributed external memory.
 
-A real CLI cluster (`dask scheduler`, two `dask worker --nthreads 1 --memory-limit 650MB`) trains on a generated
+A real CLI cluster (`dask scheduler`, two `dask worker --nthreads 1 --memory-limit 700MB`) trains on a generated
 float32 train+valid matrix larger than either worker's limit: each worker streams its own contiguous block of
 partitions into an ExtMemQuantileDMatrix (pages in its TRAINPIPE_EXTMEM_DIR) inside XGBoost's collective. The
 holdout AUC is compared with the single-machine out-of-core fit on the same partitions.
@@ -28,7 +28,9 @@ from trainpipe.transform import LABEL
 
 COLUMNS, PARTITION_ROWS = 40, 250_000
 ROWS = {"train": 4_250_000, "valid": 750_000, "test": 250_000}
-MEMORY_LIMIT, LIMIT_BYTES = "650MB", 650_000_000  # per worker: the nanny restarts a worker past 95 % of it
+# per worker: the nanny restarts a worker past 95 % of it. Peak RSS measured 524-576 MB over four runs at this
+# size: 650MB (restart at 617 MB) left as little as 41 MB.
+MEMORY_LIMIT, LIMIT_BYTES = "700MB", 700_000_000
 # Distributed sketching (each worker sketches its rows, then merged) differs from one machine's by design.
 AUC_TOLERANCE = 0.005
 ROUNDS, EARLY_STOPPING = 12, 4
