@@ -1,11 +1,13 @@
 """Training time and tuning trials per minute: local engine vs a Dask cluster of 1, 2, ... CLI workers.
 
-    PYTHONPATH=$PWD python benchmarks/dask_engine.py --rows 200000 --workers 1 2 [--json FILE]
+    PYTHONPATH=$PWD python benchmarks/dask_engine.py --rows 200000 --workers 1 2 [--external-memory] [--json FILE]
 
 Each cluster is started from the command line (`dask scheduler`, N x `dask worker --nthreads T
 --memory-limit M`) as in tests/integration/dask_cli.py, on the same generated data as the local fit,
 all in one run; the ratios are against the local engine measured in that run. On a machine with few
-cores the ratios show the engine's overhead, not a speed-up.
+cores the ratios show the engine's overhead, not a speed-up. `--external-memory` also times the out-of-core
+fits: the local one (ExtMemQuantileDMatrix over the partitions) and the cluster's (one per worker in
+XGBoost's collective), each against the in-memory fit of the same engine.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads per Dask worker (and for the local fit)")
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--memory-limit", default="2GB", help="per Dask worker (dask worker --memory-limit)")
+    parser.add_argument("--external-memory", action="store_true", help="also time the out-of-core fits")
     parser.add_argument("--json", help="write the figures here as JSON")
     args = parser.parse_args()
 
@@ -73,6 +76,17 @@ def main() -> None:
     dtrain = training_matrix(train, types, params["max_bin"])
     fit_booster(dtrain, training_matrix(valid, types, params["max_bin"], ref=dtrain), params, rounds, early)
     results = {"local": {"train_s": time.perf_counter() - started}}
+    if args.external_memory:
+        from trainpipe.outofcore import cache_folder, external_matrix
+
+        started = time.perf_counter()
+        with cache_folder() as cache:
+            et, _ = external_matrix(partitions["train"], types, params["max_bin"], os.path.join(cache, "train"))
+            ev, _ = external_matrix(partitions["valid"], types, params["max_bin"], os.path.join(cache, "valid"),
+                                    ref=et)
+            fit_booster(et, ev, params, rounds, early)
+            del et, ev
+        results["local"]["extmem_train_s"] = time.perf_counter() - started
     started = time.perf_counter()
     pool = MatrixPool(matrices)
     for p in trial_params:
@@ -86,6 +100,14 @@ def main() -> None:
             started = time.perf_counter()
             _, info = fit_on_cluster(cluster.address, partitions, types, params, rounds, early, refit=False)
             train_s = time.perf_counter() - started
+            extmem: dict = {}
+            if args.external_memory:
+                started = time.perf_counter()
+                _, ext = fit_on_cluster(cluster.address, partitions, types, params, rounds, early, refit=False,
+                                        external_memory="on")
+                extmem = {"extmem_train_s": time.perf_counter() - started,
+                          "extmem_peak_rss_mb": max(w["peak_rss"] for w in ext["external_memory"]["per_worker"].values())
+                          / 1e6}
             started = time.perf_counter()
             futures = [client.submit(cluster_trial, matrices.model_dump(mode="json"), None, 1, i, p, rounds, early,
                                      str(root / f"trials-{n}" / f"{i}.json"), pure=False)
@@ -94,17 +116,22 @@ def main() -> None:
             results[f"dask-{n}"] = {"train_s": train_s,
                                     "trials_per_min": len(trial_params) / (time.perf_counter() - started) * 60,
                                     "trial_workers": len({r["worker"] for r in records}),
-                                    "partitions_on": len(set(info["engine"]["placement"]["train"]))}
+                                    "partitions_on": len(set(info["engine"]["placement"]["train"])), **extmem}
     base = results["local"]
     for r in results.values():
         r["train_ratio"] = r["train_s"] / base["train_s"]
         r["trials_ratio"] = r["trials_per_min"] / base["trials_per_min"]
     setup = {"rows": args.rows, "partition_rows": args.partition_rows, "threads_per_worker": args.threads,
-             "trials": len(trial_params), "cores": os.cpu_count(), "memory_limit": args.memory_limit}
+             "trials": len(trial_params), "cores": os.cpu_count(), "memory_limit": args.memory_limit,
+             "external_memory": args.external_memory}
     print(" ".join(f"{k}={v}" for k, v in setup.items()))
     for name, r in results.items():
         print(f"{name:8s} train {r['train_s']:7.2f} s (x{r['train_ratio']:.2f} of local)   "
               f"trials/min {r['trials_per_min']:7.1f} (x{r['trials_ratio']:.2f})")
+        if "extmem_train_s" in r:
+            print(f"{'':8s} out of core: train {r['extmem_train_s']:7.2f} s (x{r['extmem_train_s'] / r['train_s']:.2f} "
+                  f"of in memory)" + (f", peak worker RSS {r['extmem_peak_rss_mb']:.0f} MB"
+                                      if "extmem_peak_rss_mb" in r else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({"setup": setup, "results": results}, indent=2))
 

@@ -105,19 +105,23 @@ def train_task(
 ) -> FittedModel:
     """`tuning` (the tuning subflow's result, keyed by its fingerprint) is recorded with the model;
     `compute.engine` dask trains over the Dask cluster on the matrices' partitions; `external_memory`
-    (compute.external_memory: auto, on, off) streams the partitions through XGBoost's external memory."""
+    (compute.external_memory: auto, on, off) streams the partitions through XGBoost's external memory, on one
+    machine or on each Dask worker."""
     started = time.perf_counter()
     folder = current_stage_dir("train")
     params = booster_params(xgboost, task_type, n_classes, seed)
     types = matrices.feature_types
+    rows = matrices.rows.get("train", 0) + matrices.rows.get("valid", 0)
     if compute is not None and compute.engine == "dask":
         from trainpipe.cluster import fit_on_cluster, scheduler_address
 
+        # out of core on the cluster as on one machine: the memory plan, else compute.external_memory against
+        # the workers' memory limits
         booster, info = fit_on_cluster(scheduler_address(compute), matrices.partitions, types, params,
-                                       xgboost.num_boost_round, xgboost.early_stopping_rounds, bool(xgboost.refit))
+                                       xgboost.num_boost_round, xgboost.early_stopping_rounds, bool(xgboost.refit),
+                                       external_memory=external_memory, out_of_core=matrices.out_of_core, rows=rows)
         info["refit_on_train_and_valid"] = bool(xgboost.refit)
         return _store_model(folder, booster, params, info, tuning, started)
-    rows = matrices.rows.get("train", 0) + matrices.rows.get("valid", 0)
     # a run whose data stages went out of core (decided before ingest) trains out of core too
     if matrices.out_of_core or use_external_memory(external_memory, rows, len(types)):
         booster, info = fit_external(matrices, params, xgboost)

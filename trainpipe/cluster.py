@@ -1,4 +1,5 @@
-"""Training one booster over a Dask cluster (xgboost.dask) on a matrix's Parquet partitions.
+"""Training one booster over a Dask cluster on a matrix's Parquet partitions: in memory (xgboost.dask) or, for
+data larger than the workers' memory, out of core (one ExtMemQuantileDMatrix per worker in XGBoost's collective).
 
 trainpipe never starts a cluster: the scheduler address comes from the spec (`compute.dask_address`) or the
 worker's `TRAINPIPE_DASK_ADDRESS` (a pool's job variables). XGBoost's collective waits forever on a lost
@@ -29,13 +30,22 @@ ADDRESS_ENV = "TRAINPIPE_DASK_ADDRESS"
 LOST_WORKER_GRACE_S = 10.0
 # Seconds XGBoost's collective operations and tracker wait for a peer.
 COLLECTIVE_TIMEOUT_S = 60
+# auto (compute.external_memory): out of core when a worker's memory now plus this many times its share of the
+# float32 train+valid matrix exceeds WORKER_MEMORY_FRACTION of its --memory-limit. Measured in memory:
+# ~257 MB worker baseline + 3.6 x its share (tests/integration/test_dask.py); 0.7 is where dask starts spilling.
+IN_MEMORY_FACTOR = 3.6
+WORKER_MEMORY_FRACTION = 0.7
+# Seconds the out-of-core path's tracker waits for every worker to join the collective (and to leave it). Each
+# task joins before it reads any data, so all join within moments on idle workers; a worker lost before it
+# joined holds the others for this long (XGBoost cannot be told to give up sooner), then the retry starts.
+BOOTSTRAP_TIMEOUT_S = 30
 
 
 class WorkerLost(TrainpipeError):
     """A Dask worker left the cluster during a fit."""
 
     def __init__(self, address: str, lost: list[str]) -> None:
-        super().__init__(f"Dask worker(s) {', '.join(lost)} left the cluster at {address} during xgboost.dask.train")
+        super().__init__(f"Dask worker(s) {', '.join(lost)} left the cluster at {address} during a fit")
         self.lost = lost
 
 
@@ -180,6 +190,29 @@ def watched_train(client: Client, address: str, run: Any, grace_s: float) -> Any
     return outcome["value"]
 
 
+def cluster_external_memory(mode: str, out_of_core: bool, rows: int, features: int,
+                            workers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Whether a cluster fit goes out of core: `on`/`off` as the spec says, on when the run's data stages went out
+    of core, and under `auto` when the worker with the least room (`workers`: the scheduler's worker info) has
+    no room for its share in memory (IN_MEMORY_FACTOR x its share above its memory now)."""
+    from trainpipe.outofcore import matrix_bytes
+
+    if mode in ("on", "off"):
+        return {"on": mode == "on", "reason": f"compute.external_memory: {mode}"}
+    if out_of_core:
+        return {"on": True, "reason": "auto: the data stages went out of core"}
+    limits = {a: w["memory_limit"] for a, w in workers.items() if w.get("memory_limit")}
+    if not workers or len(limits) < len(workers):
+        return {"on": False, "reason": "auto: a worker without a memory limit (or none): in memory"}
+    share = matrix_bytes(rows, features) / len(workers)
+    need = {a: (w.get("metrics") or {}).get("memory", 0) + IN_MEMORY_FACTOR * share for a, w in workers.items()}
+    tight = min(limits, key=lambda a: WORKER_MEMORY_FRACTION * limits[a] - need[a])
+    room = WORKER_MEMORY_FRACTION * limits[tight]
+    on = need[tight] > room
+    return {"on": on, "reason": f"auto: {need[tight] / 1e6:.0f} MB needed in memory on {tight} "
+                                f"{'>' if on else '<='} {WORKER_MEMORY_FRACTION} x its limit ({room / 1e6:.0f} MB)"}
+
+
 def fit_on_cluster(
     address: str,
     partitions: dict[str, list[str]],
@@ -189,19 +222,31 @@ def fit_on_cluster(
     early_stopping_rounds: int,
     refit: bool,
     grace_s: float = LOST_WORKER_GRACE_S,
+    external_memory: str = "off",
+    out_of_core: bool = False,
+    rows: int = 0,
 ) -> tuple[xgb.Booster, dict[str, Any]]:
-    """Early-stopped xgboost.dask.train on the train/valid partitions (and a refit when asked), retried once."""
+    """Early-stopped training on the train/valid partitions (and a refit when asked), retried once after a lost
+    worker: xgboost.dask.train in memory, or out of core per `cluster_external_memory` (`rows`: train + valid)."""
     client = connect(address)
     try:
+        choice = cluster_external_memory(external_memory, out_of_core, rows, len(feature_types),
+                                         client.scheduler_info(n_workers=-1)["workers"])
+        fit = _fit_external if choice["on"] else _fit
+
+        def attempt() -> tuple[xgb.Booster, dict[str, Any]]:
+            booster, info = fit(client, address, partitions, feature_types, params, num_boost_round,
+                                early_stopping_rounds, refit, grace_s)
+            info["engine"]["external_memory"] = choice
+            return booster, info
+
         try:
-            return _fit(client, address, partitions, feature_types, params, num_boost_round, early_stopping_rounds,
-                        refit, grace_s)
+            return attempt()
         except WorkerLost as first:
             if not workers_of(client):
                 raise TrainpipeError(f"{first}; no workers left to retry on") from None
             try:
-                return _fit(client, address, partitions, feature_types, params, num_boost_round,
-                            early_stopping_rounds, refit, grace_s)
+                return attempt()
             except WorkerLost as second:
                 raise TrainpipeError(f"training on the Dask cluster at {address} failed twice: first {first}; "
                                      f"then, on the remaining workers, {second}") from None
@@ -259,3 +304,124 @@ def _fit(client: Client, address: str, partitions: dict[str, list[str]], feature
 
         booster = watched_train(client, address, refitted, grace_s)["booster"]
     return booster, info
+
+
+# --- out of core: XGBoost's collective over one ExtMemQuantileDMatrix per worker ---------------------------
+
+
+def blocks(uris: list[str], n: int) -> list[list[str]]:
+    """`uris` cut into `n` contiguous blocks, block k for the k-th worker in sorted order (as `pinned` places)."""
+    return [[u for i, u in enumerate(uris) if i * n // len(uris) == k] for k in range(n)]
+
+
+def _fit_external(client: Client, address: str, partitions: dict[str, list[str]], feature_types: list[str],
+                  params: dict[str, Any], num_boost_round: int, early_stopping_rounds: int, refit: bool,
+                  grace_s: float) -> tuple[xgb.Booster, dict[str, Any]]:
+    """XGBoost's distributed external memory with Dask as the executor: a tracker on the scheduler, one task
+    pinned to each worker that streams ITS contiguous block of partitions into an ExtMemQuantileDMatrix (pages
+    in the worker's local TRAINPIPE_EXTMEM_DIR) and runs xgboost.train in the collective; rank 0's booster."""
+    train, valid = partitions["train"], partitions["valid"]
+    # every worker needs a partition of each part: an empty external-memory matrix has no batch to describe it
+    workers = sorted(workers_of(client))[: min(len(workers_of(client)), len(train), len(valid))]
+    out = watched_train(client, address, lambda: _collective_run(
+        client, workers, {"train": blocks(train, len(workers)), "valid": blocks(valid, len(workers))},
+        feature_types, params, num_boost_round, early_stopping_rounds), grace_s)
+    booster: xgb.Booster = out["booster"]
+    best = getattr(booster, "best_iteration", None)
+    rounds = booster.num_boosted_rounds()
+    if best is not None and best + 1 < rounds:
+        booster = booster[: best + 1]
+    curve = out["history"]["valid"][params["eval_metric"]]
+    info = {
+        "rounds_trained": rounds,
+        "best_iteration": int(best) if best is not None else rounds - 1,
+        "best_validation_score": float(min(curve) if params["eval_metric"] != "auc" else max(curve)),
+        "validation_metric": params["eval_metric"],
+        # placement: the worker that read partition i of each part (reported by the worker's own iterator)
+        "engine": {"name": "dask", "scheduler": address, "workers": workers, "placement": out["placement"]},
+        "external_memory": {"train_partitions": len(train), "valid_partitions": len(valid),
+                            "partitions_read": out["batches"], "cache_bytes": out["cache_bytes"],
+                            "per_worker": out["per_worker"]},
+    }
+    if refit:
+        both = train + valid
+        refitted = watched_train(client, address, lambda: _collective_run(
+            client, workers, {"train": blocks(both, len(workers))}, feature_types, params,
+            info["best_iteration"] + 1, None), grace_s)
+        booster = refitted["booster"]
+    return booster, info
+
+
+def _collective_run(client: Client, workers: list[str], blocks_of: dict[str, list[list[str]]],
+                    feature_types: list[str], params: dict[str, Any], num_boost_round: int,
+                    early_stopping_rounds: Optional[int]) -> dict[str, Any]:
+    """One collective fit: start a tracker for len(workers) ranks, run a task on each worker, gather."""
+    from distributed import wait
+    from distributed.comm import get_address_host
+    from xgboost.collective import Config
+    from xgboost.dask import _start_tracker  # the scheduler needs only xgboost, as for xgboost.dask.train
+
+    coll = Config(timeout=COLLECTIVE_TIMEOUT_S, tracker_timeout=BOOTSTRAP_TIMEOUT_S)
+    # The tracker runs on the scheduler, which every worker reaches (xgboost.dask does the same).
+    args = client.run_on_scheduler(_start_tracker, len(workers), get_address_host(client.scheduler.address),
+                                   None, coll.tracker_timeout)
+    args = coll.get_comm_config(args)
+    cluster_params = {k: v for k, v in params.items() if k != "nthread"}
+    attempt = uuid.uuid4().hex[:12]
+    futures = [client.submit(_train_on_worker, {**args, "DMLC_TASK_ID": f"trainpipe-{rank:05d}"},
+                             {part: b[rank] for part, b in blocks_of.items()}, feature_types, cluster_params,
+                             num_boost_round, early_stopping_rounds, key=f"trainpipe-extmem-{attempt}-{rank}",
+                             workers=[worker], allow_other_workers=False, pure=False)
+               for rank, worker in enumerate(workers)]
+    wait(futures)
+    results = client.gather(futures)
+    by_rank = sorted(results, key=lambda r: r["rank"])
+    if [r["rank"] for r in by_rank] != list(range(len(workers))):
+        raise TrainpipeError(f"collective ranks {[r['rank'] for r in results]} for workers {workers}")
+    placement: dict[str, list[str]] = {}
+    for part, b in blocks_of.items():
+        flat = [u for block in b for u in block]
+        placement[part] = [next((r["worker"] for r in results if u in r["read"].get(part, [])), "") for u in flat]
+    return {"booster": by_rank[0]["booster"], "history": by_rank[0]["history"], "placement": placement,
+            "batches": sum(r["batches"] for r in results), "cache_bytes": sum(r["cache_bytes"] for r in results),
+            "per_worker": {r["worker"]: {"rank": r["rank"], "read": r["read"], "peak_rss": r["peak_rss"],
+                                         "cache_bytes": r["cache_bytes"]} for r in results}}
+
+
+def _train_on_worker(coll_args: dict[str, Any], parts: dict[str, list[str]], feature_types: list[str],
+                     params: dict[str, Any], num_boost_round: int,
+                     early_stopping_rounds: Optional[int]) -> dict[str, Any]:
+    """On one worker, inside the collective: its own ExtMemQuantileDMatrix (validation sharing its bins), then
+    xgboost.train; the booster comes back from rank 0 only. Runs as a Dask task (imports trainpipe there)."""
+    import os
+    import resource
+
+    import xgboost as xgb
+    from distributed import get_worker
+    from xgboost import collective
+
+    from trainpipe.outofcore import cache_bytes, cache_folder, external_matrix
+
+    worker = get_worker()
+    local = {**params, "nthread": worker.state.nthreads}
+    on_host = params.get("device") == "cuda"  # as on one machine: a GPU caches pages in host memory
+    history: dict[str, Any] = {}
+    iters: dict[str, Any] = {}
+    with cache_folder() as cache, collective.CommunicatorContext(**coll_args):
+        rank = collective.get_rank()
+        dtrain, iters["train"] = external_matrix(parts["train"], feature_types, params["max_bin"],
+                                                 os.path.join(cache, "train"), on_host=on_host)
+        evals, dvalid = [], None
+        if "valid" in parts:
+            dvalid, iters["valid"] = external_matrix(parts["valid"], feature_types, params["max_bin"],
+                                                     os.path.join(cache, "valid"), ref=dtrain, on_host=on_host)
+            evals = [(dvalid, "valid")]
+        booster = xgb.train(local, dtrain, num_boost_round=num_boost_round, evals=evals or None,
+                            early_stopping_rounds=early_stopping_rounds, evals_result=history, verbose_eval=False)
+        cached = cache_bytes(cache)
+        del dtrain, evals, dvalid  # before the cache folder goes: XGBoost removes its pages itself
+    return {"rank": rank, "worker": worker.address, "booster": booster if rank == 0 else None, "history": history,
+            "read": {part: list(it.read) for part, it in iters.items()},
+            "batches": sum(it.batches for it in iters.values()), "cache_bytes": cached,
+            # the worker process's peak resident memory so far (Linux: kB)
+            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}

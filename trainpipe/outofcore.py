@@ -125,11 +125,13 @@ def _xgb_iter_base() -> type:
 
 
 def partition_iter(uris: list[str], feature_types: list[str], cache_prefix: str, on_host: bool = False) -> Any:
-    """An `xgboost.DataIter` over partitions, one per `next()`; `.batches` counts the partitions handed over."""
+    """An `xgboost.DataIter` over partitions, one per `next()`; `.batches` counts the partitions handed over,
+    `.read` lists each partition read (once, in order)."""
 
     class PartitionIter(_xgb_iter_base()):  # type: ignore[misc]
         def __init__(self) -> None:
             self.uris, self.position, self.batches = list(uris), 0, 0
+            self.read: dict[str, None] = {}
             super().__init__(cache_prefix=cache_prefix, release_data=True, on_host=on_host)
 
         def next(self, input_data: Callable[..., None]) -> bool:
@@ -137,6 +139,7 @@ def partition_iter(uris: list[str], feature_types: list[str], cache_prefix: str,
                 return False
             features, label, names = read_partition(self.uris[self.position])
             input_data(data=features, label=label, feature_names=names, feature_types=feature_types)
+            self.read[self.uris[self.position]] = None
             self.position += 1
             self.batches += 1
             return True

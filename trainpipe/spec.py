@@ -385,7 +385,9 @@ class ComputeSpec(_Spec):
             "where) and scores the holdout partition by partition. off holds the matrices in memory (fastest). "
             "auto: on when the float32 training + validation matrices exceed a third of the memory left to the "
             "process (host, memory cgroup or ulimit -v, the least). For the data stages to stay within memory too, "
-            "set partition_rows small (e.g. 250000). Local engine only."
+            "set partition_rows small (e.g. 250000). Engine dask: each worker streams its own partitions the same "
+            "way (pages in the worker's TRAINPIPE_EXTMEM_DIR); auto compares each worker's share with its "
+            "--memory-limit."
         ),
     )
 

@@ -88,13 +88,14 @@ class CliCluster:
 
 
 @contextmanager
-def cli_cluster(n_workers: int, memory_limit: str, nthreads: int = 1,
-                folder: Optional[Path] = None) -> Iterator[CliCluster]:
-    """`dask scheduler` and `n_workers` × `dask worker --nthreads N --memory-limit M`, stopped on exit."""
+def cli_cluster(n_workers: int, memory_limit: str, nthreads: int = 1, folder: Optional[Path] = None,
+                env: Optional[dict[str, str]] = None) -> Iterator[CliCluster]:
+    """`dask scheduler` and `n_workers` × `dask worker --nthreads N --memory-limit M`, stopped on exit; `env` is
+    added to every process's environment."""
     base = Path(folder or tempfile.mkdtemp(prefix="dask-cli-"))
     base.mkdir(parents=True, exist_ok=True)
     root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     cluster = CliCluster(base, env)
     try:
         cluster.start_scheduler()

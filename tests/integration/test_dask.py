@@ -146,10 +146,12 @@ def test_a_generated_matrix_is_held_by_both_cli_workers_and_scores_like_one_mach
     assert dask_loss < 0.5  # it learned (a constant predictor scores about 0.69)
 
 
-def test_same_seed_partitions_and_workers_give_the_same_booster_bytes(cluster, data):
+@pytest.mark.parametrize("external_memory", ["off", "on"])  # in memory (xgboost.dask) and out of core
+def test_same_seed_partitions_and_workers_give_the_same_booster_bytes(cluster, data, external_memory):
     params = booster_params(XGBoostSpec(max_depth=4), "binary", None, seed=5)
-    runs = [fit_on_cluster(cluster.address, data["partitions"], data["types"], params, 200, 10, refit=True)
-            for _ in range(3)]
+    runs = [fit_on_cluster(cluster.address, data["partitions"], data["types"], params, 200, 10, refit=True,
+                           external_memory=external_memory) for _ in range(3)]
+    assert all(info["engine"]["external_memory"]["on"] is (external_memory == "on") for _, info in runs)
     digests = [storage.sha256_bytes(model_bytes(b)) for b, _ in runs]
     placements = [info["engine"]["placement"] for _, info in runs]
     print("booster sha256", [d[:12] for d in digests], "placement", placements[0])
@@ -158,7 +160,8 @@ def test_same_seed_partitions_and_workers_give_the_same_booster_bytes(cluster, d
     assert digests[0] == digests[1] == digests[2]
 
 
-def test_a_killed_worker_ends_in_bounded_time_with_a_retry_or_a_clear_error(data, tmp_path):
+@pytest.mark.parametrize("external_memory", ["off", "on"])  # in memory (xgboost.dask) and out of core
+def test_a_killed_worker_ends_in_bounded_time_with_a_retry_or_a_clear_error(data, tmp_path, external_memory):
     from distributed import Client
 
     with cli_cluster(2, MEMORY_LIMIT, folder=tmp_path / "dask-cli") as local:  # its own: a worker is killed
@@ -175,7 +178,7 @@ def test_a_killed_worker_ends_in_bounded_time_with_a_retry_or_a_clear_error(data
         started = time.monotonic()
         try:
             booster, info = fit_on_cluster(local.address, data["partitions"], data["types"], params,
-                                           3000, 3000, refit=False, grace_s=5)
+                                           3000, 3000, refit=False, grace_s=5, external_memory=external_memory)
         except TrainpipeError as error:
             message = str(error)
             print("clear error:", message)
@@ -183,6 +186,7 @@ def test_a_killed_worker_ends_in_bounded_time_with_a_retry_or_a_clear_error(data
         else:  # retried on what remained (the nanny restarts a killed worker)
             print("retried on", info["engine"]["workers"])
             assert victim[0] not in info["engine"]["workers"]
+            assert info["engine"]["external_memory"]["on"] is (external_memory == "on")
         elapsed = time.monotonic() - started
         print(f"killed {victim[0]}: ended after {elapsed:.1f} s")
         assert elapsed < 120
@@ -256,3 +260,29 @@ def test_train_flow_with_engine_dask_stores_a_model_close_to_the_local_one(clust
     print("reproduce:", report["check"], "-", report["check_reason"], "-", report["reason"])
     assert report["engine"] == "dask" and report["layout_now"] == report["layout_then"]
     assert report["check"] == "byte-identical" and report["byte_identical"] and report["reproduced"]
+
+
+def test_train_flow_out_of_core_on_the_cluster_records_the_choice_and_scores_like_local(cluster, tmp_path,
+                                                                                       penguins_csv):
+    """compute.external_memory on with engine dask: the data stages stream and the fit runs XGBoost's
+    distributed external memory on the workers (one partition a part here, so one worker trains)."""
+    from flows.train import train_flow
+    from trainpipe.spec import parse_spec
+
+    def spec(engine: str, folder: str):
+        return parse_spec({"name": "penguins", "data": {"uris": [str(penguins_csv)]}, "target": "species",
+                           "artifacts": str(tmp_path / folder),
+                           "compute": {"engine": engine, "dask_address": cluster.address, "external_memory": "on"}})
+
+    local = train_flow(spec("local", "local"))
+    dask = train_flow(spec("dask", "dask"))
+    assert dask["memory"]["out_of_core"] is True
+    recorded = [json.loads(p.read_text()) for p in (tmp_path / "dask" / "cache" / "train").rglob("_SUCCESS")]
+    engines = [r["engine"] for r in recorded if r.get("engine")]
+    assert engines and engines[0]["external_memory"]["on"] and engines[0]["scheduler"] == cluster.address
+    fit = next(r for r in recorded if r.get("engine"))["external_memory"]
+    assert fit["partitions_read"] > 0 and set(fit["per_worker"]) <= set(engines[0]["workers"])
+    print("metrics dask out of core", dask["metrics"], "local out of core", local["metrics"])
+    for name, value in local["metrics"].items():
+        if isinstance(value, float):
+            assert abs(dask["metrics"][name] - value) < 0.05, (name, dask["metrics"][name], value)
