@@ -213,6 +213,22 @@ def cluster_external_memory(mode: str, out_of_core: bool, rows: int, features: i
                                 f"{'>' if on else '<='} {WORKER_MEMORY_FRACTION} x its limit ({room / 1e6:.0f} MB)"}
 
 
+def _early_stopped(out: dict[str, Any], params: dict[str, Any]) -> tuple[xgb.Booster, dict[str, Any]]:
+    """A cluster fit's booster cut at its best iteration, and what early stopping saw."""
+    booster: xgb.Booster = out["booster"]
+    best = getattr(booster, "best_iteration", None)
+    rounds = booster.num_boosted_rounds()
+    if best is not None and best + 1 < rounds:
+        booster = booster[: best + 1]
+    curve = out["history"]["valid"][params["eval_metric"]]
+    return booster, {
+        "rounds_trained": rounds,
+        "best_iteration": int(best) if best is not None else rounds - 1,
+        "best_validation_score": float(min(curve) if params["eval_metric"] != "auc" else max(curve)),
+        "validation_metric": params["eval_metric"],
+    }
+
+
 def fit_on_cluster(
     address: str,
     partitions: dict[str, list[str]],
@@ -279,17 +295,9 @@ def _fit(client: Client, address: str, partitions: dict[str, list[str]], feature
                               verbose_eval=False, coll_cfg=coll)
 
     out = watched_train(client, address, early_stopped, grace_s)
-    booster: xgb.Booster = out["booster"]
-    best = getattr(booster, "best_iteration", None)
-    rounds = booster.num_boosted_rounds()
-    if best is not None and best + 1 < rounds:
-        booster = booster[: best + 1]
-    curve = out["history"]["valid"][params["eval_metric"]]
+    booster, info = _early_stopped(out, params)
     info = {
-        "rounds_trained": rounds,
-        "best_iteration": int(best) if best is not None else rounds - 1,
-        "best_validation_score": float(min(curve) if params["eval_metric"] != "auc" else max(curve)),
-        "validation_metric": params["eval_metric"],
+        **info,
         "engine": {"name": "dask", "scheduler": address, "workers": workers,
                    # the worker(s) holding partition i of each part, as the scheduler reported (who_has)
                    "placement": placement},
@@ -326,17 +334,9 @@ def _fit_external(client: Client, address: str, partitions: dict[str, list[str]]
     out = watched_train(client, address, lambda: _collective_run(
         client, workers, {"train": blocks(train, len(workers)), "valid": blocks(valid, len(workers))},
         feature_types, params, num_boost_round, early_stopping_rounds), grace_s)
-    booster: xgb.Booster = out["booster"]
-    best = getattr(booster, "best_iteration", None)
-    rounds = booster.num_boosted_rounds()
-    if best is not None and best + 1 < rounds:
-        booster = booster[: best + 1]
-    curve = out["history"]["valid"][params["eval_metric"]]
+    booster, info = _early_stopped(out, params)
     info = {
-        "rounds_trained": rounds,
-        "best_iteration": int(best) if best is not None else rounds - 1,
-        "best_validation_score": float(min(curve) if params["eval_metric"] != "auc" else max(curve)),
-        "validation_metric": params["eval_metric"],
+        **info,
         # placement: the worker that read partition i of each part (reported by the worker's own iterator)
         "engine": {"name": "dask", "scheduler": address, "workers": workers, "placement": out["placement"]},
         "external_memory": {"train_partitions": len(train), "valid_partitions": len(valid),

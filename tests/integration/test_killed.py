@@ -392,6 +392,17 @@ def flow_run_states(api_url: str) -> list[tuple[str, str]]:
     return [(flows.get(r["flow_id"], "?"), r["state_type"]) for r in runs]
 
 
+def train_until_tuning(spec: Path, artifacts: Path, log: Path, env: dict[str, str]) -> subprocess.Popen:
+    """`trainpipe train SPEC --json` started, returned once its tuning has begun (the run well under way)."""
+    proc = spawn([sys.executable, "-m", "trainpipe", "train", str(spec), "--json"], log, env)
+    deadline = time.monotonic() + 240
+    while not journal_trials_safe(artifacts):
+        assert proc.poll() is None, log.with_suffix(".err").read_text()[-3000:]
+        assert time.monotonic() < deadline, "tuning never started"
+        time.sleep(0.05)
+    return proc
+
+
 def test_the_prefect_server_restarted_during_a_run(tmp_path: Path, kill_data: Path, own_server: PrefectServer):
     """SIGTERM to the run's Prefect server once tuning has begun, the same server started again on its port and
     database: the run ends either completed or marked failed/crashed on the server (measured here: completed,
@@ -400,12 +411,7 @@ def test_the_prefect_server_restarted_during_a_run(tmp_path: Path, kill_data: Pa
     spec, artifacts = write_spec(tmp_path, kill_data), tmp_path / "art"
     env = server_env(own_server.url)
     log = tmp_path / "during"
-    proc = spawn([sys.executable, "-m", "trainpipe", "train", str(spec), "--json"], log, env)
-    deadline = time.monotonic() + 240
-    while not journal_trials_safe(artifacts):  # tuning has begun: the run is well under way
-        assert proc.poll() is None, log.with_suffix(".err").read_text()[-3000:]
-        assert time.monotonic() < deadline, "tuning never started"
-        time.sleep(0.05)
+    proc = train_until_tuning(spec, artifacts, log, env)
     own_server.stop()
     down_at = time.monotonic()
     own_server.start()  # same port, same database

@@ -20,10 +20,10 @@ from tests.integration.test_killed import (
     PrefectServer,
     audit_verify,
     flow_run_states,
-    journal_trials_safe,
-    kill_data,  # noqa: F401 - the fixture
+    kill_data,  # noqa: F401 - a fixture
+    own_server,  # noqa: F401 - a fixture
     server_env,
-    spawn,
+    train_until_tuning,
     write_spec,
 )
 from trainpipe import registry
@@ -33,26 +33,12 @@ pytestmark = pytest.mark.integration
 DOWN_S = 45  # far beyond the client's retry budget below (2 retries: a few seconds of backoff)
 
 
-@pytest.fixture
-def own_server(tmp_path: Path):
-    server = PrefectServer(tmp_path / "server")
-    server.folder.mkdir()
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_a_run_whose_server_stays_down_past_the_client_retries_ends_cleanly_and_a_rerun_completes(
-        tmp_path: Path, kill_data: Path, own_server: PrefectServer):  # noqa: F811
+        tmp_path: Path, kill_data: Path, own_server: PrefectServer):  # noqa: F811 - the fixtures
     spec, artifacts = write_spec(tmp_path, kill_data), tmp_path / "art"
     env = {**server_env(own_server.url), "PREFECT_CLIENT_MAX_RETRIES": "2"}
     log = tmp_path / "during"
-    proc = spawn([sys.executable, "-m", "trainpipe", "train", str(spec), "--json"], log, env)
-    deadline = time.monotonic() + 240
-    while not journal_trials_safe(artifacts):  # tuning has begun: the run is well under way
-        assert proc.poll() is None, log.with_suffix(".err").read_text()[-3000:]
-        assert time.monotonic() < deadline, "tuning never started"
-        time.sleep(0.05)
+    proc = train_until_tuning(spec, artifacts, log, env)
     own_server.stop()
     down_at = time.monotonic()
     try:
