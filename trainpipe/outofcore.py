@@ -196,8 +196,12 @@ def predict_partitions(booster: xgb.Booster, uris: list[str], feature_types: lis
 
 
 def part_partitions(matrices: Matrices, part: str) -> list[str]:
-    """A part's partition URIs: as the features stage recorded them, or listed from its folder."""
-    return matrices.partitions.get(part) or partition_uris(matrices.uris[part])
+    """A part's partition URIs: as the features stage recorded them, or listed from its folder (a matrix stored
+    as one Parquet object is its own single partition)."""
+    if matrices.partitions.get(part):
+        return matrices.partitions[part]
+    uri = matrices.uris[part]
+    return [uri] if uri.endswith(".parquet") else partition_uris(uri)
 
 
 def read_labels(uris: list[str]) -> np.ndarray:

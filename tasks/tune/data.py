@@ -5,16 +5,14 @@ from __future__ import annotations
 import queue
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
-import polars as pl
 import xgboost as xgb
 
 from tasks.tune.sampler import derived_seed
 from trainpipe import storage
-from trainpipe.matrices import partition_uris
-from trainpipe.outofcore import sample_positions, scan_uri
+from trainpipe.outofcore import parquet_rows, part_partitions, sample_positions
 from trainpipe.results import Matrices
 from trainpipe.transform import LABEL
 
@@ -27,12 +25,12 @@ class MatrixPool:
     """
 
     def __init__(self, matrices: Matrices, trial_rows: Optional[int] = None, seed: int = 0):
-        self.train_rows = matrices.rows.get("train") or _count_rows(_part_uris(matrices, "train"))
+        train, valid = part_partitions(matrices, "train"), part_partitions(matrices, "valid")
+        self.train_rows = matrices.rows.get("train") or sum(parquet_rows(uri) for uri in train)
         keep = None
         if trial_rows is not None and self.train_rows > trial_rows:
             keep = sample_positions(self.train_rows, trial_rows, derived_seed(seed, "trial_rows"))
-        self._arrays = {"train": _arrays(_part_uris(matrices, "train"), keep),
-                        "valid": _arrays(_part_uris(matrices, "valid"), None)}
+        self._arrays = {"train": _arrays(train, keep), "valid": _arrays(valid, None)}
         self.trial_rows = len(self._arrays["train"][1])
         self._types = matrices.feature_types
         self._free: queue.SimpleQueue[tuple[xgb.DMatrix, xgb.DMatrix]] = queue.SimpleQueue()
@@ -52,18 +50,6 @@ class MatrixPool:
             yield taken
         finally:
             self._free.put(taken)
-
-
-def _part_uris(matrices: Matrices, part: str) -> list[str]:
-    """A part's Parquet partitions in row order (a matrix stored as one object is its own single partition)."""
-    if matrices.partitions.get(part):
-        return matrices.partitions[part]
-    uri = matrices.uris[part]
-    return [uri] if uri.endswith(".parquet") else partition_uris(uri)
-
-
-def _count_rows(uris: list[str]) -> int:
-    return sum(int(scan_uri(uri).select(pl.len()).collect().item()) for uri in uris)
 
 
 def _arrays(uris: list[str], keep: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
