@@ -45,6 +45,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -88,18 +89,45 @@ def start_server(home: Path) -> tuple[subprocess.Popen, dict[str, str]]:
     raise RuntimeError("the Prefect server did not start in 180 s")
 
 
+def _watch_peak(pid: int, peak: dict[str, int], done: threading.Event) -> None:
+    """The child's own high-water RSS (VmHWM) and its largest anonymous RSS, read from /proc every 20 ms."""
+    while not done.is_set():
+        try:
+            with open(f"/proc/{pid}/status") as handle:
+                for line in handle:
+                    key, _, value = line.partition(":")
+                    if key in ("VmHWM", "RssAnon"):
+                        peak[key] = max(peak.get(key, 0), int(value.split()[0]))
+        except (OSError, ValueError):
+            return
+        done.wait(0.02)
+
+
 def measure(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """Run a child process to its end: wall seconds, peak RSS (MB), exit code, stdout (JSON when it is)."""
+    """Run a child process to its end: wall seconds, peak RSS (MB), exit code, stdout (JSON when it is).
+
+    Peak RSS is the child's own VmHWM, polled from /proc (at most the last 20 ms go unseen; VmHWM only grows),
+    not `wait4`'s ru_maxrss: Linux starts a child's ru_maxrss at the RSS of the process that forked it, so after
+    this runner has held a large frame every child would be reported at least that large. `anon_mb` is the
+    largest anonymous RSS seen (without the file pages polars maps when it reads local Parquet).
+    """
     started_epoch, started = time.time(), time.perf_counter()
     out = tempfile.TemporaryFile()
     err = tempfile.TemporaryFile()
     child = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=err)
+    peak: dict[str, int] = {}
+    done = threading.Event()
+    watcher = threading.Thread(target=_watch_peak, args=(child.pid, peak, done), daemon=True)
+    watcher.start()
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
+    done.set()
+    watcher.join()
     out.seek(0)
     err.seek(0)
     text = out.read().decode(errors="replace")
-    result: dict[str, Any] = {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024, "rc": os.waitstatus_to_exitcode(status),
+    result: dict[str, Any] = {"wall_s": wall, "rss_mb": peak.get("VmHWM", usage.ru_maxrss) / 1024,
+                              "anon_mb": peak.get("RssAnon", 0) / 1024, "rc": os.waitstatus_to_exitcode(status),
                               "started_epoch": started_epoch, "stderr_tail": err.read().decode(errors="replace")[-1500:]}
     try:
         result["json"] = json.loads(text.strip().splitlines()[-1]) if text.strip() else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import polars as pl
@@ -93,13 +94,21 @@ def assign_parts(frame: pl.DataFrame, split: SplitSpec, target: str, task_type: 
     return random_assignment(frame.height, split.test_fraction, split.validation_fraction, rng)
 
 
+def iter_parts(
+    frame: pl.DataFrame, split: SplitSpec, target: str, task_type: TaskType, seed: int
+) -> Iterator[tuple[str, pl.DataFrame]]:
+    """The three parts one after the other, each in the frame's original row order: a caller that writes each
+    part and lets it go holds the frame and one part, not the frame and all three."""
+    labels = pl.Series("_part", assign_parts(frame, split, target, task_type, seed))
+    for code, part in enumerate(PARTS):
+        yield part, frame.filter(labels == code)
+
+
 def split_frame(
     frame: pl.DataFrame, split: SplitSpec, target: str, task_type: TaskType, seed: int
 ) -> dict[str, pl.DataFrame]:
     """The three parts, each in the frame's original row order."""
-    labels = pl.Series("_part", assign_parts(frame, split, target, task_type, seed))
-    tagged = frame.with_columns(labels)
-    return {part: tagged.filter(pl.col("_part") == code).drop("_part") for code, part in enumerate(PARTS)}
+    return dict(iter_parts(frame, split, target, task_type, seed))
 
 
 def split_streaming(
@@ -140,14 +149,10 @@ def split_task(
         uris, rows, digests = split_streaming(validated.uri, validated.rows, folder, split, target, task_type, seed)
         meta = {"uris": uris, "rows": rows, "method": resolve_method(split, task_type), "out_of_core": True}
         return finish_stage(folder, Parts, meta, started, content=digests)
-    parts = split_frame(storage.read_parquet(validated.uri), split, target, task_type, seed)
-    uris, digests = {}, []
-    for name, part in parts.items():
-        uris[name] = storage.join(folder, f"{name}.parquet")
+    uris, rows, digests = {}, {}, []
+    for name, part in iter_parts(storage.read_parquet(validated.uri), split, target, task_type, seed):
+        uris[name], rows[name] = storage.join(folder, f"{name}.parquet"), part.height
         digests.append(storage.write_parquet(part, uris[name]))
-    meta = {
-        "uris": uris,
-        "rows": {name: part.height for name, part in parts.items()},
-        "method": resolve_method(split, task_type),
-    }
+        del part  # written: the next part is built without this one in memory
+    meta = {"uris": uris, "rows": rows, "method": resolve_method(split, task_type)}
     return finish_stage(folder, Parts, meta, started, content=digests)

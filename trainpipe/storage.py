@@ -257,10 +257,31 @@ def write_json(uri: str, value: Any) -> str:
 
 
 def write_parquet(frame: pl.DataFrame, uri: str) -> str:
-    """Write a frame as one Parquet object, atomically; returns the sha256 of its bytes."""
-    buffer = io.BytesIO()
-    frame.write_parquet(buffer, compression="zstd", statistics=True)
-    return write_bytes(uri, buffer.getvalue())
+    """Write a frame as one Parquet object, atomically; returns the sha256 of its bytes.
+
+    On a local store polars writes straight into a temporary file beside the target, which is hashed, synced
+    and renamed into place: no in-memory copy of the encoded bytes (a BytesIO and its `getvalue()` held two,
+    the split stage's peak). A remote object is encoded in memory and sent in one request, as before."""
+    fs, path = get_fs(uri)
+    if not isinstance(fs, LocalFileSystem):
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer, compression="zstd", statistics=True)
+        return write_bytes(uri, buffer.getvalue())
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        digest = hashlib.sha256()
+        with open(tmp, "rb") as handle:
+            while block := handle.read(1 << 22):
+                digest.update(block)
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return digest.hexdigest()
 
 
 def read_parquet(uri: str) -> pl.DataFrame:

@@ -79,6 +79,26 @@ def test_json_and_parquet_round_trip(tmp_path):
     assert storage.read_parquet(str(tmp_path / "f.parquet")).equals(frame)
 
 
+def test_local_parquet_is_written_in_place_atomically_and_hashed_from_its_bytes(tmp_path, monkeypatch):
+    uri = str(tmp_path / "part" / "f.parquet")
+    old = pl.DataFrame({"a": [1, 2, 3]})
+    storage.write_parquet(old, uri)
+    new = pl.DataFrame({"a": list(range(1000)), "b": [str(i) for i in range(1000)]})
+    digest = storage.write_parquet(new, uri)
+    assert digest == hashlib.sha256((tmp_path / "part" / "f.parquet").read_bytes()).hexdigest()
+    assert storage.read_parquet(uri).equals(new)
+    assert [p.name for p in (tmp_path / "part").iterdir()] == ["f.parquet"]  # no temporary file left
+
+    def failing_replace(src, dst):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(storage.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        storage.write_parquet(old, uri)
+    assert storage.read_parquet(uri).equals(new)  # the published object is untouched
+    assert [p.name for p in (tmp_path / "part").iterdir()] == ["f.parquet"]
+
+
 def test_list_dir_and_exists(tmp_path):
     assert storage.list_dir(str(tmp_path / "missing")) == []
     storage.write_bytes(str(tmp_path / "d" / "2"), b"")
