@@ -108,9 +108,10 @@ def run_stage(stage: str, mode: str, work: Path, data: Path) -> dict[str, Any]:
     elif stage == "train":
         import xgboost as xgb
 
-        from tasks.train import fit_external, training_matrix
+        from tasks.train import fit_external
         from trainpipe.boosting import booster_params
-        from trainpipe.matrices import partition_uris, read_matrix
+        from trainpipe.matrices import partition_uris
+        from trainpipe.outofcore import partitioned_matrix
         from trainpipe.results import Matrices
         from trainpipe.spec import XGBoostSpec
 
@@ -125,8 +126,9 @@ def run_stage(stage: str, mode: str, work: Path, data: Path) -> dict[str, Any]:
             fit_external(matrices, params, spec)
         else:
             types = transform["feature_types"]
-            dtrain = training_matrix(read_matrix(str(out / "m" / "train")), types, params["max_bin"])
-            dvalid = training_matrix(read_matrix(str(out / "m" / "valid")), types, params["max_bin"], ref=dtrain)
+            # as the train stage builds them: one partition at a time into an in-memory QuantileDMatrix
+            dtrain = partitioned_matrix(partition_uris(str(out / "m" / "train")), types, params["max_bin"])
+            dvalid = partitioned_matrix(partition_uris(str(out / "m" / "valid")), types, params["max_bin"], ref=dtrain)
             xgb.train(params, dtrain, 50, evals=[(dvalid, "valid")], early_stopping_rounds=10, verbose_eval=False)
     del pl
     return {"anon_mb": peak[0], "seconds": time.perf_counter() - started}

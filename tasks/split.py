@@ -104,6 +104,31 @@ def iter_parts(
         yield part, frame.filter(labels == code)
 
 
+def label_columns(split: SplitSpec, target: str, task_type: TaskType) -> list[str]:
+    """The one column the part labels depend on: the time column for a time split, else the target."""
+    method = resolve_method(split, task_type)
+    return [split.time_column] if method == "time" and split.time_column else [target]
+
+
+def iter_stored_parts(
+    uri: str, split: SplitSpec, target: str, task_type: TaskType, seed: int
+) -> Iterator[tuple[str, pl.DataFrame]]:
+    """`iter_parts` of a stored Parquet object. A local one is never read whole: the labels come from the one
+    column they depend on (the same labels as from the whole frame), then each part is a scan filtered by its
+    rows' mask, so memory holds one part at a time. A remote object is downloaded once and split in memory."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    from trainpipe.outofcore import read_columns
+
+    fs, path = storage.get_fs(uri)
+    if not isinstance(fs, LocalFileSystem):
+        yield from iter_parts(storage.read_parquet(uri), split, target, task_type, seed)
+        return
+    labels = assign_parts(read_columns(uri, label_columns(split, target, task_type)), split, target, task_type, seed)
+    for code, part in enumerate(PARTS):
+        yield part, pl.scan_parquet(path).filter(pl.lit(pl.Series("_part", labels == code))).collect()
+
+
 def split_frame(
     frame: pl.DataFrame, split: SplitSpec, target: str, task_type: TaskType, seed: int
 ) -> dict[str, pl.DataFrame]:
@@ -118,9 +143,7 @@ def split_streaming(
     or the time column), so they are the same as in memory; the rows go to the parts slice by slice."""
     from trainpipe.outofcore import SLICE_ROWS, ParquetSink, iter_slices, read_columns
 
-    method = resolve_method(split, task_type)
-    needed = [split.time_column] if method == "time" and split.time_column else [target]
-    labels = assign_parts(read_columns(uri, needed), split, target, task_type, seed)
+    labels = assign_parts(read_columns(uri, label_columns(split, target, task_type)), split, target, task_type, seed)
     sinks = {name: ParquetSink(storage.join(folder, f"{name}.parquet")) for name in PARTS}
     empty = None
     for start, frame in iter_slices(uri, SLICE_ROWS, rows):
@@ -150,7 +173,7 @@ def split_task(
         meta = {"uris": uris, "rows": rows, "method": resolve_method(split, task_type), "out_of_core": True}
         return finish_stage(folder, Parts, meta, started, content=digests)
     uris, rows, digests = {}, {}, []
-    for name, part in iter_parts(storage.read_parquet(validated.uri), split, target, task_type, seed):
+    for name, part in iter_stored_parts(validated.uri, split, target, task_type, seed):
         uris[name], rows[name] = storage.join(folder, f"{name}.parquet"), part.height
         digests.append(storage.write_parquet(part, uris[name]))
         del part  # written: the next part is built without this one in memory

@@ -6,13 +6,12 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-import polars as pl
 
 from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
-from trainpipe.boosting import booster_params, model_bytes, training_matrix
-from trainpipe.matrices import read_matrix
-from trainpipe.outofcore import cache_bytes, cache_folder, external_matrix, part_partitions, use_external_memory
+from trainpipe.boosting import booster_params, model_bytes
+from trainpipe.outofcore import (cache_bytes, cache_folder, external_matrix, part_partitions, partitioned_matrix,
+                                 use_external_memory)
 from trainpipe.results import FittedModel, Matrices, Tuned
 from trainpipe.spec import ComputeSpec, TaskType, XGBoostSpec
 
@@ -55,12 +54,12 @@ def fit_booster(
 
 
 def refit_booster(
-    train: pl.DataFrame, valid: pl.DataFrame, feature_types: list[str], params: dict[str, Any], rounds: int
+    train_uris: list[str], valid_uris: list[str], feature_types: list[str], params: dict[str, Any], rounds: int
 ) -> xgb.Booster:
     """Refit on training + validation rows for the number of rounds early stopping chose."""
     import xgboost as xgb
 
-    stacked = training_matrix(pl.concat([train, valid]), feature_types, params["max_bin"])
+    stacked = partitioned_matrix(train_uris + valid_uris, feature_types, params["max_bin"])
     return xgb.train(params, stacked, num_boost_round=rounds, verbose_eval=False)
 
 
@@ -126,15 +125,16 @@ def train_task(
     if matrices.out_of_core or use_external_memory(external_memory, rows, len(types)):
         booster, info = fit_external(matrices, params, xgboost)
         return _store_model(folder, booster, params, info, tuning, started)
-    train = read_matrix(matrices.uris["train"])
-    valid = read_matrix(matrices.uris["valid"])
-    dtrain = training_matrix(train, types, params["max_bin"])
-    booster, info = fit_booster(dtrain, training_matrix(valid, types, params["max_bin"], ref=dtrain), params,
+    # in memory, built one partition at a time: the matrix's bins and one partition, never the whole part as a
+    # frame and a float32 copy beside them
+    train_uris, valid_uris = part_partitions(matrices, "train"), part_partitions(matrices, "valid")
+    dtrain = partitioned_matrix(train_uris, types, params["max_bin"])
+    booster, info = fit_booster(dtrain, partitioned_matrix(valid_uris, types, params["max_bin"], ref=dtrain), params,
                                 xgboost.num_boost_round, xgboost.early_stopping_rounds)
     del dtrain
     info["refit_on_train_and_valid"] = bool(xgboost.refit)
     if xgboost.refit:
-        booster = refit_booster(train, valid, types, params, info["best_iteration"] + 1)
+        booster = refit_booster(train_uris, valid_uris, types, params, info["best_iteration"] + 1)
     return _store_model(folder, booster, params, info, tuning, started)
 
 

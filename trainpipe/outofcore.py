@@ -175,6 +175,17 @@ def external_matrix(
     return matrix, it
 
 
+def partitioned_matrix(uris: list[str], feature_types: list[str], max_bin: int,
+                       ref: Optional[xgb.DMatrix] = None) -> xgb.QuantileDMatrix:
+    """An in-memory `QuantileDMatrix` over the partitions, read and handed to XGBoost one at a time (with `ref`,
+    sharing its bin edges): it holds the quantised bins and one partition, never the whole part as a frame plus
+    its float32 copy. For a single partition the booster is byte-identical to one trained from the whole array."""
+    import xgboost as xgb
+
+    it = partition_iter(uris, feature_types, None)
+    return xgb.QuantileDMatrix(it, missing=np.nan, max_bin=max_bin, ref=ref, enable_categorical=True)
+
+
 def cache_bytes(folder: str) -> int:
     """Bytes of XGBoost's page cache under a folder."""
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())

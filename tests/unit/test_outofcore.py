@@ -100,8 +100,8 @@ def test_external_memory_fit_reads_every_partition_and_learns_like_the_in_memory
     dvalid = training_matrix(parts["valid"], matrices.feature_types, params["max_bin"], ref=dtrain)
     memory_booster, memory_info = fit_booster(dtrain, dvalid, params, 40, 10)
     if refit:
-        memory_booster = refit_booster(parts["train"], parts["valid"], matrices.feature_types, params,
-                                       memory_info["best_iteration"] + 1)
+        memory_booster = refit_booster(matrices.partitions["train"], matrices.partitions["valid"],
+                                       matrices.feature_types, params, memory_info["best_iteration"] + 1)
     import xgboost as xgb
 
     test = parts["test"]
@@ -109,3 +109,24 @@ def test_external_memory_fit_reads_every_partition_and_learns_like_the_in_memory
     external_auc, memory_auc = roc_auc_score(labels, external_preds), roc_auc_score(labels, memory_preds)
     assert external_auc > 0.75  # it learned the signal
     assert abs(external_auc - memory_auc) < 0.03  # same bins from the same data: about the same model
+
+
+def test_the_in_memory_matrix_is_built_partition_by_partition_and_equals_the_whole_array_for_one(tmp_path):
+    import xgboost as xgb
+
+    from trainpipe.boosting import booster_params, training_matrix
+    from trainpipe.outofcore import partitioned_matrix
+    from trainpipe.spec import XGBoostSpec
+
+    params = booster_params(XGBoostSpec(nthread=1), "binary", None, 0)
+    many, parts = _matrices(tmp_path / "many", rows_per_partition=200)
+    one, _ = _matrices(tmp_path / "one", rows_per_partition=100_000)
+    assert len(many.partitions["train"]) == 5 and len(one.partitions["train"]) == 1
+    whole = xgb.train(params, training_matrix(parts["train"], one.feature_types, params["max_bin"]), 20)
+    single = xgb.train(params, partitioned_matrix(one.partitions["train"], one.feature_types, params["max_bin"]), 20)
+    assert bytes(single.save_raw("ubj")) == bytes(whole.save_raw("ubj"))
+    streamed = partitioned_matrix(many.partitions["train"], many.feature_types, params["max_bin"])
+    assert (streamed.num_row(), streamed.num_col()) == (parts["train"].height, 2)
+    np.testing.assert_array_equal(streamed.get_label(), parts["train"][LABEL].to_numpy())
+    valid = partitioned_matrix(many.partitions["valid"], many.feature_types, params["max_bin"], ref=streamed)
+    assert valid.num_row() == parts["valid"].height

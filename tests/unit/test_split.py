@@ -126,3 +126,17 @@ def test_time_split_with_null_times_names_the_column(rows):
     frame = rows.with_columns(pl.when(pl.col("i") == 3).then(None).otherwise(pl.col("t")).alias("t"))
     with pytest.raises(DataError, match="time column 't' has 1 null value"):
         split_frame(frame, SplitSpec(method="time", time_column="t"), "y", "binary", seed=1)
+
+
+@pytest.mark.parametrize("split", [RANDOM, SplitSpec(method="stratified"), SplitSpec(method="time", time_column="t")])
+def test_a_stored_frame_is_split_part_by_part_into_the_same_parts_as_in_memory(rows, split, tmp_path):
+    from tasks.split import iter_stored_parts
+
+    uri = str(tmp_path / "validated.parquet")
+    rows.write_parquet(uri, row_group_size=16)  # several row groups: the part masks must line up across them
+    stored = list(iter_stored_parts(uri, split, "y", "binary", 5))
+    in_memory = split_frame(rows, split, "y", "binary", seed=5)
+    assert [name for name, _ in stored] == ["train", "valid", "test"]
+    for name, part in stored:
+        assert part.equals(in_memory[name]), name
+    assert sorted(sum((ids(part) for _, part in stored), [])) == list(range(100))
