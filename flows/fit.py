@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.runtime import deployment, flow_run
 
+from flows.base import trainpipe_flow
 from tasks.common import run_stage
 from tasks.compute import worker_slot, worker_xgboost
 from tasks.train import train_task
@@ -57,7 +58,7 @@ def fit_matrices(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_cla
     return Fit(model=model, stages=stages, device=xgboost.device, concurrency=slot)
 
 
-@flow(name=FIT_FLOW, persist_result=True, result_serializer="json")
+@trainpipe_flow(name=FIT_FLOW, persist_result=True, result_serializer="json")
 def fit_flow(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classes: int) -> Fit:
     """Tune (when the spec asks for trials), then train on the feature matrices; returns the model with both
     stages' timings and cache hits. Deployed per training pool; `fit_part` dispatches to it.

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from prefect import flow
-
+from flows.base import trainpipe_flow
 from tasks.predict import predict_task
 from trainpipe import storage
 from trainpipe.spec import default_artifacts_uri
 
 
-@flow(name="trainpipe-predict")
+@trainpipe_flow(name="trainpipe-predict")
 def predict_flow(
     model: str, data: str, out: str, artifacts: Optional[str] = None, keep: Optional[list[str]] = None
 ) -> dict[str, Any]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.base import trainpipe_flow
 from flows.fit import fit_part
 from flows.hooks import mark_failed_trigger
 from tasks.common import run_stage
@@ -26,7 +27,7 @@ from trainpipe.results import Outcome, RunContext
 from trainpipe.spec import TrainSpec
 
 
-@flow(name="trainpipe-train", task_runner=ThreadPoolTaskRunner(max_workers=2), persist_result=True,
+@trainpipe_flow(name="trainpipe-train", task_runner=ThreadPoolTaskRunner(max_workers=2), persist_result=True,
       result_serializer="json", on_failure=[mark_failed_trigger], on_crashed=[mark_failed_trigger])
 def train_flow(spec: TrainSpec, trigger: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Train, evaluate and store one model version from raw tabular data; promote it if it passes the gate.

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.base import trainpipe_flow
 from tasks.tune.run import finish_tuning_task, open_tuning_task
 from tasks.tune.trial import trial_task
 from trainpipe.results import Matrices, Tuned
 from trainpipe.spec import TaskType, TrainSpec
 
 
-@flow(name="trainpipe-tune", persist_result=True, result_serializer="json")
+@trainpipe_flow(name="trainpipe-tune", persist_result=True, result_serializer="json")
 def tune_flow(spec: TrainSpec, matrices: Matrices, task_type: TaskType, n_classes: Optional[int]) -> Tuned:
     """Search XGBoost parameters on the stored train/valid matrices; returns the best parameters and a summary.
 

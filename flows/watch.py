@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
+from flows.base import trainpipe_flow
 from tasks.watch import check_name, poll_task
 from trainpipe import storage
 from trainpipe.spec import default_artifacts_uri, default_model_name
 
 
-@flow(name="trainpipe-watch")
+@trainpipe_flow(name="trainpipe-watch")
 def watch_flow(
     uri: str,
     model: str,
