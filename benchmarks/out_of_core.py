@@ -1,6 +1,6 @@
 """Figure 7: training on Parquet data larger than a memory limit set for the process.
 
-    .venv/bin/python benchmarks/out_of_core.py [--rows 4000000] [--limit-mb 700] [--partition-rows 200000]
+    .venv/bin/python benchmarks/out_of_core.py [--rows 2000000] [--limit-mb 600] [--partition-rows 200000]
                                                [--work DIR] [--json FILE]
 
 Generates the scale benchmark's synthetic data (30 columns: numeric, categorical, dates) as Parquet, then
@@ -98,8 +98,8 @@ def measure_out_of_core(work: Path, env: dict[str, str], rows: int, limit_mb: in
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=4_000_000)
-    parser.add_argument("--limit-mb", type=int, default=700)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--limit-mb", type=int, default=600)
     parser.add_argument("--partition-rows", type=int, default=200_000)
     parser.add_argument("--mode", default="auto", choices=["auto", "on", "off"],
                         help="compute.external_memory of the limited run (default auto; off shows the in-memory "

@@ -62,20 +62,21 @@ def run_stage(stage: str, mode: str, work: Path, data: Path) -> dict[str, Any]:
         check = validate_snapshot_streaming if streaming else validate_snapshot
         frame, contract, _ = check(str(out / "snap.parquet"), "fp", "y", None, [], [], None, ValidationSpec(),
                                         None)
-        target = str(out / "valid.parquet")
+        target = str(out / "validated.parquet")
         sink_plan(frame, target) if streaming else storage.write_parquet(frame, target)
         (out / "classes.json").write_text(json.dumps(contract["target"].get("classes")))
     elif stage == "split":
-        from tasks.split import split_frame, split_streaming
+        from tasks.split import iter_stored_parts, split_streaming
         from trainpipe.outofcore import parquet_rows
         from trainpipe.spec import SplitSpec
 
-        uri = str(out / "valid.parquet")
+        uri = str(out / "validated.parquet")
         if streaming:
             split_streaming(uri, parquet_rows(uri), str(out), SplitSpec(), "y", "binary", 0)
         else:
-            for name, part in split_frame(storage.read_parquet(uri), SplitSpec(), "y", "binary", 0).items():
+            for name, part in iter_stored_parts(uri, SplitSpec(), "y", "binary", 0):  # as the split stage does
                 storage.write_parquet(part, str(out / f"{name}.parquet"))
+                del part
     elif stage == "features":
         from tasks.features import apply_streaming, fit_transform, fit_transform_streaming
         from trainpipe.matrices import write_matrix
