@@ -167,7 +167,13 @@ def nan_as_missing(frame: pl.DataFrame) -> pl.DataFrame:
     """Float NaN as null: a missing value, as XGBoost reads it (Parquet and NumPy writers use NaN for missing),
     so the contract counts it as missing rather than as a value outside every range."""
     floats = [name for name, dtype in frame.schema.items() if dtype.is_float()]
-    return frame.with_columns(pl.col(floats).fill_nan(None)) if floats else frame
+    if not floats:
+        return frame
+    # only the columns that hold a NaN are rewritten: the others stay shared with the frame read (at 10M rows
+    # rewriting 20 float columns held 1.6 GB more for the whole of validation)
+    has_nan = frame.select(pl.col(floats).is_nan().any()).row(0, named=True)
+    with_nan = [name for name in floats if has_nan[name]]
+    return frame.with_columns(pl.col(with_nan).fill_nan(None)) if with_nan else frame
 
 
 def require_columns(frame: pl.DataFrame, columns: dict[str, list[str]], source: str) -> None:
@@ -287,7 +293,8 @@ def validate_snapshot(
     frame = nan_as_missing(frame.drop([c for c in drop_columns if c in frame.columns]))
     reject_non_finite(frame, id_columns, source)
     null_target = int(frame.get_column(target).null_count())
-    frame = frame.filter(pl.col(target).is_not_null())
+    if null_target:  # a filter that keeps every row would still copy the frame
+        frame = frame.filter(pl.col(target).is_not_null())
     if frame.height == 0:
         raise DataError(f"{source}: every row has a null target {target!r}")
 

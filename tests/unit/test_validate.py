@@ -406,3 +406,14 @@ def test_nan_in_a_float_column_counts_as_missing(write_snapshot):
     assert report["violations"] == []
     assert contract["columns"]["x"]["nullable"] is True
     assert checked.get_column("x").null_count() == 1 and checked.get_column("x").is_nan().sum() == 0
+
+
+def test_nan_as_missing_rewrites_only_the_float_columns_holding_nan():
+    from tasks.validate import nan_as_missing
+
+    frame = pl.DataFrame({"a": [1.0, float("nan"), 3.0], "b": [0.5, 1.5, None], "n": [1, 2, 3], "s": ["x", "y", "z"]})
+    out = nan_as_missing(frame)
+    assert out.get_column("a").to_list() == [1.0, None, 3.0]
+    assert out.select("b", "n", "s").equals(frame.select("b", "n", "s"))
+    untouched = pl.DataFrame({"b": [0.5, None], "n": [1, 2]})
+    assert nan_as_missing(untouched) is untouched  # nothing to rewrite: the very same frame
