@@ -230,11 +230,13 @@ def wide_csv(work: Path, rows: int, cols: int) -> Path:
 
 def overhead(work: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     data = flights_csv(work)
+    penguins = ROOT / "data" / "penguins.csv"
+    # first a small run: the server's first flow run pays its own warm-up (about 0.8 s, reported below), which
+    # a server that has run anything before does not
+    warm_small = trainpipe(penguins, "species", work / "art-penguins-server", env)
     plain = bare(data, "late", env)
     cold = trainpipe(data, "late", work / "art-overhead", env)
     cached = trainpipe(data, "late", work / "art-overhead", env)
-    penguins = ROOT / "data" / "penguins.csv"
-    warm_small = trainpipe(penguins, "species", work / "art-penguins-server", env)
     embedded_env = {**env, "PREFECT_HOME": str(work / "embedded-home")}
     embedded_env.pop("PREFECT_API_URL")
     embedded = trainpipe(penguins, "species", work / "art-penguins-embedded", embedded_env)
@@ -253,8 +255,12 @@ def overhead(work: Path, env: dict[str, str], args: argparse.Namespace) -> dict[
     row("holdout AUC: trainpipe vs bare script, flights", ">= bare - 0.001", f"{auc:.4f} vs {plain_auc:.4f}",
         auc >= plain_auc - 0.001, trainpipe=auc, bare=plain_auc)
     offset = first_stage_offset(cold)
-    row("fixed cost: process start -> first stage, running server", "<= 2.0 s", f"{offset:.2f} s", offset <= 2.0,
-        seconds=offset)
+    row("fixed cost: process start -> first stage, running server, flights", "<= 2.0 s", f"{offset:.2f} s",
+        offset <= 2.0, seconds=offset)
+    if warm_small["json"]:
+        first = first_stage_offset(warm_small)
+        row("the same, penguins: the server's first flow run since it started", "reported", f"{first:.2f} s", None,
+            seconds=first)
     if embedded["json"] and warm_small["json"]:
         extra = first_stage_offset(embedded) - first_stage_offset(warm_small)
         row("embedded (ephemeral) server start, penguins, over a running server", "reported", f"{extra:.1f} s", None,
