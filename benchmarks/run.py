@@ -231,7 +231,7 @@ def wide_csv(work: Path, rows: int, cols: int) -> Path:
 def overhead(work: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     data = flights_csv(work)
     penguins = ROOT / "data" / "penguins.csv"
-    # first a small run: the server's first flow run pays its own warm-up (about 0.8 s, reported below), which
+    # first a small run: the server's first flow run pays its own warm-up (reported below), which
     # a server that has run anything before does not
     warm_small = trainpipe(penguins, "species", work / "art-penguins-server", env)
     plain = bare(data, "late", env)
