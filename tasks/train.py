@@ -6,7 +6,6 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-
 from tasks.common import cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
 from trainpipe.boosting import booster_params, model_bytes

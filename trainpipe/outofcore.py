@@ -339,19 +339,9 @@ class ParquetSink:
         if self._writer is None:
             self.write(empty if empty is not None else pl.DataFrame())
         self._writer.close()
-        self.sha256 = file_sha256(self.tmp)
+        self.sha256 = storage.file_sha256(self.tmp)
         publish_file(self.tmp, self.uri)
         return self.sha256
-
-
-def file_sha256(path: str, chunk: int = 1 << 22) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def publish_file(local_path: str, uri: str) -> None:
@@ -375,7 +365,7 @@ def sink_plan(plan: pl.LazyFrame, uri: str) -> str:
     sink = ParquetSink(uri)
     # row groups of one slice: a slice read later decodes its own rows, not a larger group around them
     plan.sink_parquet(sink.tmp, compression="zstd", statistics=True, row_group_size=SLICE_ROWS)
-    sink.sha256 = file_sha256(sink.tmp)
+    sink.sha256 = storage.file_sha256(sink.tmp)
     publish_file(sink.tmp, uri)
     return sink.sha256
 

@@ -260,8 +260,8 @@ def write_parquet(frame: pl.DataFrame, uri: str) -> str:
     """Write a frame as one Parquet object, atomically; returns the sha256 of its bytes.
 
     On a local store polars writes straight into a temporary file beside the target, which is hashed, synced
-    and renamed into place: no in-memory copy of the encoded bytes (a BytesIO and its `getvalue()` held two,
-    the split stage's peak). A remote object is encoded in memory and sent in one request, as before."""
+    and renamed into place: no in-memory copy of the encoded bytes (a BytesIO and its `getvalue()` held
+    two). A remote object is encoded in memory and sent in one request, as before."""
     fs, path = get_fs(uri)
     if not isinstance(fs, LocalFileSystem):
         buffer = io.BytesIO()
@@ -271,16 +271,23 @@ def write_parquet(frame: pl.DataFrame, uri: str) -> str:
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     try:
         frame.write_parquet(tmp, compression="zstd", statistics=True)
-        digest = hashlib.sha256()
-        with open(tmp, "rb") as handle:
-            while block := handle.read(1 << 22):
-                digest.update(block)
-            os.fsync(handle.fileno())
+        digest = file_sha256(tmp, sync=True)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return digest
+
+
+def file_sha256(path: str, chunk: int = 1 << 22, sync: bool = False) -> str:
+    """The sha256 of a local file's bytes, read in chunks; `sync`: fsync it too (before it is renamed into place)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+        if sync:
+            os.fsync(handle.fileno())
     return digest.hexdigest()
 
 
