@@ -18,7 +18,7 @@ from prefect.context import FlowRunContext
 
 from tasks.common import TRANSIENT_RETRIES, cached_stage, current_stage_dir, finish_stage
 from trainpipe import storage
-from trainpipe.contract import CANONICAL_DTYPES, MAX_CLASSES, contract_origin, infer_contract, infer_task
+from trainpipe.contract import MAX_CLASSES, column_dtype, contract_origin, infer_contract, infer_task
 from trainpipe.errors import ContractViolation, DataError
 from trainpipe.registry import latest_contract_ref
 from trainpipe.results import ContractRef, Snapshot, Validated
@@ -36,11 +36,11 @@ SCHEMA_BLOCK_COLUMNS = 64
 
 def contract_dtypes(contract: dict[str, Any]) -> dict[str, pl.DataType]:
     """The dtype the contract gives each column; class labels keep their own type (the model's outputs are
-    indexed by them)."""
+    indexed by them); `contract.column_dtype` says which."""
     target = contract["target"]
     dtypes = {}
     for name, entry in contract["columns"].items():
-        dtype = CANONICAL_DTYPES.get(entry["kind"])
+        dtype = column_dtype(entry)
         if dtype is not None and not (name == target["name"] and target.get("classes") is not None):
             dtypes[name] = dtype
     return dtypes

@@ -39,6 +39,16 @@ CANONICAL_DTYPES: dict[str, pl.DataType] = {
 
 
 
+def column_dtype(entry: dict[str, Any]) -> pl.DataType | None:
+    """The dtype a contract entry's column is cast to: numbers are Float64, except a column first seen as Float32,
+    which stays Float32 (XGBoost holds features and labels as float32: widening it would only double the column in
+    memory and on disk, at 2M rows of 20 float32 columns +305 MB in the validate stage, without adding a digit)."""
+    if entry["kind"] == "numeric" and entry.get("dtype") == "Float32":
+        return pl.Float32()
+    return CANONICAL_DTYPES.get(entry["kind"])
+
+
+
 def column_kind(dtype: pl.DataType) -> str:
     """The contract's coarse type family of a polars dtype."""
     if dtype.is_numeric():

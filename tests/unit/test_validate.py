@@ -132,6 +132,19 @@ def test_first_run_coerces_to_contract_dtypes(people, write_snapshot):
     assert checked.schema["joined"] == pl.Date
 
 
+def test_float32_columns_stay_float32_and_later_data_is_cast_to_the_contract(people, write_snapshot):
+    """A column first seen as Float32 keeps it (XGBoost computes in float32: Float64 would only double it);
+    other numbers are Float64, and later data is cast to what the contract recorded, range checks included."""
+    first = people.with_columns(pl.col("income").cast(pl.Float32))
+    checked, contract, _ = validate_snapshot(write_snapshot(first), "fp", "label", None, ["id"], [], None, ENFORCE,
+                                             None)
+    assert checked.schema["income"] == pl.Float32 and checked.schema["age"] == pl.Float64
+    assert checked.get_column("income").to_list() == first.filter(pl.col("label").is_not_null())["income"].to_list()
+    later, violations = check_frame(new_rows(income=[2.0, 3.0, 1e9]), contract, ENFORCE)
+    assert later.schema["income"] == pl.Float32 and later.schema["age"] == pl.Float64
+    assert only(violations, "income")["failing_rows"] == 1  # the range check still runs on the Float32 column
+
+
 def test_drop_columns_are_removed(people, write_snapshot):
     checked, contract, _ = validate_snapshot(
         write_snapshot(people), "fp", "label", None, ["id"], ["income", "not-there"], None, ENFORCE, None
