@@ -465,8 +465,7 @@ def leaking_columns(frame: pl.DataFrame, target: str, skip: list[str]) -> list[s
     a model trained on one scores perfectly and learns nothing usable; worth a warning, not a refusal."""
     label = frame.get_column(target).cast(pl.String)
     return [name for name in frame.columns
-            if name != target and name not in skip
-            and frame.get_column(name).cast(pl.String, strict=False).equals(label)]
+            if name != target and name not in skip and _equal_as_text(frame.get_column(name), label)]
 
 
 def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -430,3 +430,17 @@ def test_nan_as_missing_rewrites_only_the_float_columns_holding_nan():
     assert out.select("b", "n", "s").equals(frame.select("b", "n", "s"))
     untouched = pl.DataFrame({"b": [0.5, None], "n": [1, 2]})
     assert nan_as_missing(untouched) is untouched  # nothing to rewrite: the very same frame
+
+
+def test_leakage_flags_copies_of_the_target_even_when_they_differ_only_late():
+    """A column equal to the target row by row (as text, so 1 and "1" match) is flagged; one that differs first
+    after the rows compared up front is not, nor is the target itself or a skipped column."""
+    from tasks.validate import leaking_columns
+
+    label = pl.Series("y", [i % 3 for i in range(3000)], dtype=pl.Int64)
+    late = label.to_list()
+    late[2500] = 7
+    frame = pl.DataFrame({"y": label, "copy": label.cast(pl.String), "late": late, "as_float": label.cast(pl.Int8),
+                          "other": [1] * 3000, "id": label})
+    assert leaking_columns(frame, "y", ["id"]) == ["copy", "as_float"]
+
