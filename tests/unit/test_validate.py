@@ -444,3 +444,24 @@ def test_leakage_flags_copies_of_the_target_even_when_they_differ_only_late():
                           "other": [1] * 3000, "id": label})
     assert leaking_columns(frame, "y", ["id"]) == ["copy", "as_float"]
 
+
+def test_a_first_run_validates_without_importing_pandera(people, tmp_path):
+    """A contract inferred from the very data it is checked on holds by construction: the first run only casts,
+    and does not pay pandera's import (pandas under it, about 0.5 s); a later run checks with pandera."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    snapshot = tmp_path / "snap.parquet"
+    people.write_parquet(snapshot)
+    code = ("import sys; from tasks.validate import check_frame, validate_snapshot; from trainpipe.spec import "
+            "ValidationSpec; import polars as pl\n"
+            f"frame, contract, _ = validate_snapshot({str(snapshot)!r}, 'fp', 'label', None, ['id'], [], None, "
+            "ValidationSpec(), None)\n"
+            "print('pandera' in sys.modules)\n"
+            "_, found = check_frame(frame.with_columns(pl.lit(10**9).alias('age')), contract, ValidationSpec())\n"
+            "print('pandera' in sys.modules, sorted({v['column'] for v in found}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["False", "True ['age']"]
