@@ -47,6 +47,11 @@ def prepare_prefect() -> None:
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
     # The embedded server can need more than Prefect's 20 s default to start on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    # The embedded server is a child process that inherits this environment and writes its log to the user's
+    # stderr. When a run ends at once (bad data, a stored version), the server is stopped while its services still
+    # flush, and they log the cancellation as an error with a traceback under trainpipe's own clear error. Only
+    # the server's own loggers read this setting; the run's outcome and errors reach the user from this process.
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     quiet = _QuietExpectedErrors()
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).addFilter(quiet)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import polars as pl
 import pytest
 from pydantic import ValidationError
@@ -92,3 +94,19 @@ def test_a_foreground_run_turns_prefect_heartbeats_off_unless_the_environment_se
     monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
     with foreground_run():
         assert get_current_settings().flows.heartbeat_frequency == default  # left as the environment set it
+
+
+def test_the_embedded_server_logs_only_critical_errors_unless_the_environment_says(monkeypatch):
+    """The embedded server inherits the CLI's environment and writes to the user's stderr: stopped right after a
+    run that failed at once, its services log the cancelled flush with a traceback under trainpipe's own error.
+    The CLI turns the server's loggers down to CRITICAL, and keeps a level the user set."""
+    from cli.logs import prepare_prefect
+
+    for name in ("PREFECT_SERVER_LOGGING_LEVEL", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_UI_ENABLED",
+                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+    prepare_prefect()
+    assert os.environ["PREFECT_SERVER_LOGGING_LEVEL"] == "CRITICAL"
+    monkeypatch.setenv("PREFECT_SERVER_LOGGING_LEVEL", "DEBUG")
+    prepare_prefect()
+    assert os.environ["PREFECT_SERVER_LOGGING_LEVEL"] == "DEBUG"
