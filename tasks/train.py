@@ -62,6 +62,23 @@ def refit_booster(
     return xgb.train(params, stacked, num_boost_round=rounds, verbose_eval=False)
 
 
+def rounds_from_tuning(tuning: Optional[Tuned]) -> Optional[int]:
+    """The rounds early stopping chose in the best tuning trial, when that trial trained on every training row of
+    these matrices with these parameters and was not cut short by the tuning budget; else None.
+
+    Early stopping again on the same data would only repeat that fit (with a refit, the train stage's first of two
+    fits): the train stage then trains once, for that many rounds.
+    """
+    if tuning is None:
+        return None
+    summary = tuning.summary
+    sampled = summary.get("trial_rows") or {}
+    best = summary.get("best_iteration")
+    if best is None or summary.get("best_cut_by_timeout", True) or sampled.get("used") != sampled.get("of"):
+        return None
+    return int(best) + 1
+
+
 def fit_external(matrices: Matrices, params: dict[str, Any], xgboost: XGBoostSpec) -> tuple[xgb.Booster, dict[str, Any]]:
     """Fit with early stopping from `ExtMemQuantileDMatrix`es fed one partition at a time (validation shares the
     training bins); the refit, when asked, streams training + validation partitions the same way."""
@@ -127,6 +144,18 @@ def train_task(
     # in memory, built one partition at a time: the matrix's bins and one partition, never the whole part as a
     # frame and a float32 copy beside them
     train_uris, valid_uris = part_partitions(matrices, "train"), part_partitions(matrices, "valid")
+    tuned_rounds = rounds_from_tuning(tuning)
+    if tuned_rounds is not None:
+        import xgboost as xgb
+
+        info = {"rounds_trained": tuned_rounds, "best_iteration": tuned_rounds - 1,
+                "best_validation_score": float(tuning.summary["best_value"]),  # type: ignore[union-attr]
+                "validation_metric": params["eval_metric"], "refit_on_train_and_valid": bool(xgboost.refit),
+                "rounds_from_trial": tuning.summary["best_trial"]}  # type: ignore[union-attr]
+        parts = train_uris + valid_uris if xgboost.refit else train_uris
+        booster = xgb.train(params, partitioned_matrix(parts, types, params["max_bin"]), num_boost_round=tuned_rounds,
+                            verbose_eval=False)
+        return _store_model(folder, booster, params, info, tuning, started)
     dtrain = partitioned_matrix(train_uris, types, params["max_bin"])
     booster, info = fit_booster(dtrain, partitioned_matrix(valid_uris, types, params["max_bin"], ref=dtrain), params,
                                 xgboost.num_boost_round, xgboost.early_stopping_rounds)

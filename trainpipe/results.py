@@ -141,6 +141,9 @@ class FittedModel(StageResult):
     best_validation_score: float
     validation_metric: str
     refit_on_train_and_valid: bool
+    rounds_from_trial: Optional[int] = Field(
+        default=None, description="the tuning trial whose early stopping chose the rounds (trained once, no re-run)"
+    )
     tuning: Optional[dict[str, Any]] = None
     external_memory: Optional[dict[str, Any]] = Field(
         default=None, description="set when trained through XGBoost's external memory: partitions read, cache bytes"

@@ -106,6 +106,7 @@ def study_summary(study: optuna.Study, described_storage: str, seed: int, tuning
         "best_value": float(best.value),
         "best_params": {k: storage.plain_scalar(v) for k, v in sorted(best.params.items())},
         "best_iteration": best.user_attrs.get("best_iteration"),
+        "best_cut_by_timeout": bool(best.user_attrs.get("cut_by_timeout", False)),
     }
 
 

@@ -54,6 +54,13 @@ def test_tuned_runs_are_reproducible_and_recorded(tmp_path: Path, penguins_csv: 
     for name, value in tuning["best_params"].items():
         assert one["training"]["params"][name] == value
     assert one["training"]["params"]["nthread"] >= 1
+    # the best trial trained on every training row: its early stopping chose the rounds, trained once (a refit on
+    # training + validation rows, penguins being small), not early-stopped again on the same data
+    assert tuning["trial_rows"]["used"] == tuning["trial_rows"]["of"] and not tuning["best_cut_by_timeout"]
+    assert one["training"]["rounds_from_trial"] == tuning["best_trial"]
+    assert one["training"]["rounds_trained"] == tuning["best_iteration"] + 1
+    assert one["training"]["refit_on_train_and_valid"]
+    assert one["training"]["best_validation_score"] == tuning["best_value"]
 
     for filename in ("tuning_leaderboard.json", "tuning_history.svg"):
         path = Path(first["uri"], filename)

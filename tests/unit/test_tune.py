@@ -17,9 +17,10 @@ from tasks.tune.run import TuningRun
 from tasks.tune.space import search_space
 from tasks.tune.study import default_study_name, redact_url
 from tasks.tune.trial import run_trial, trial_threads
+from tasks.train import rounds_from_tuning
 from trainpipe import storage
 from trainpipe.errors import SpecError, TuningError
-from trainpipe.results import Matrices
+from trainpipe.results import Matrices, Tuned
 from trainpipe.spec import XGBoostSpec, parse_spec
 
 
@@ -422,3 +423,22 @@ def test_trial_data_is_read_partition_by_partition_and_is_the_whole_part_sample(
     assert (pool.trial_rows, pool.train_rows) == (300, whole["train"].height)
     unsplit = MatrixPool(matrices, trial_rows=300, seed=5)  # one object per part: the same sample
     assert np.array_equal(unsplit._arrays["train"][0], features, equal_nan=True)
+
+
+def tuned_with(summary: dict) -> Tuned:
+    return Tuned(best_params={}, summary=summary, attachments={}, fingerprint="t" * 64, stage_key="k")
+
+
+def test_the_train_stage_takes_the_best_trials_rounds_only_when_that_trial_saw_every_training_row(tmp_path, matrices):
+    whole = run_search(make_spec(tmp_path, trials=3), matrices)
+    summary = whole.finish(whole.outcome).summary
+    best = whole.study.best_trial
+    assert summary["best_iteration"] == best.user_attrs["best_iteration"] and not summary["best_cut_by_timeout"]
+    assert rounds_from_tuning(tuned_with(summary)) == best.user_attrs["best_iteration"] + 1
+    # trials on a sample: their rounds were chosen for fewer rows, so the train stage early-stops on its own
+    sampled = run_search(make_spec(tmp_path, trials=3, trial_rows=300), matrices)
+    assert rounds_from_tuning(tuned_with(sampled.finish(sampled.outcome).summary)) is None
+    # a best trial the time budget cut short, or a summary from before the flag was recorded
+    assert rounds_from_tuning(tuned_with({**summary, "best_cut_by_timeout": True})) is None
+    assert rounds_from_tuning(tuned_with({k: v for k, v in summary.items() if k != "best_cut_by_timeout"})) is None
+    assert rounds_from_tuning(None) is None
