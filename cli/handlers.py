@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from cli.embedded import prefect_api
 from cli.logs import foreground_run, prepare_prefect, stage_progress
 from cli.printing import print_model_list, print_registry_state, print_train_summary, print_version
 from trainpipe.errors import SpecError
@@ -42,21 +43,23 @@ def build_spec(args: argparse.Namespace) -> Any:
 def cmd_train(args: argparse.Namespace) -> int:
     spec = build_spec(args)
     prepare_prefect()
-    from flows.train import train_flow
+    with prefect_api() as api:  # an embedded server starts now, beside the imports below
+        from flows.train import train_flow
 
+        if args.json:
+            with contextlib.redirect_stdout(sys.stderr), foreground_run(api):
+                result = train_flow(spec)
+        elif args.verbose:
+            with foreground_run(api):
+                result = train_flow(spec)
+        else:
+            with stage_progress(f"training {spec.name}"), foreground_run(api):
+                result = train_flow(spec)
     if args.json:
-        with contextlib.redirect_stdout(sys.stderr), foreground_run():
-            result = train_flow(spec)
         print(json.dumps(result, default=str))
         for dropped in result.get("dropped_features", []):  # also said when --json keeps stdout for the object
             print(f"note: not a feature: {dropped['column']!r} ({dropped['reason']})", file=sys.stderr)
-    elif args.verbose:
-        with foreground_run():
-            result = train_flow(spec)
-        print_train_summary(result)
     else:
-        with stage_progress(f"training {spec.name}"), foreground_run():
-            result = train_flow(spec)
         print_train_summary(result)
     return 0
 
@@ -73,11 +76,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     check_output_uri(args.out)
     prepare_prefect()
-    from flows.predict import predict_flow
+    with prefect_api() as api:
+        from flows.predict import predict_flow
 
-    with contextlib.redirect_stdout(sys.stderr), foreground_run():
-        result = predict_flow(model=args.model, data=args.data, out=args.out, artifacts=_artifacts(args),
-                              keep=args.keep or [])
+        with contextlib.redirect_stdout(sys.stderr), foreground_run(api):
+            result = predict_flow(model=args.model, data=args.data, out=args.out, artifacts=_artifacts(args),
+                                  keep=args.keep or [])
     if args.json:
         print(json.dumps(result))
         return 0
@@ -174,10 +178,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     artifacts = _artifacts(args)
     prepare_prefect()
-    from flows.reproduce import reproduce
+    with prefect_api() as api:
+        from flows.reproduce import reproduce
 
-    with contextlib.redirect_stdout(sys.stderr), foreground_run():
-        report = reproduce(artifacts, args.ref, args.tolerance, args.metric_tolerance)
+        with contextlib.redirect_stdout(sys.stderr), foreground_run(api):
+            report = reproduce(artifacts, args.ref, args.tolerance, args.metric_tolerance)
     if args.json:
         print(json.dumps(report))
     else:

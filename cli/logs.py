@@ -62,14 +62,16 @@ HEARTBEAT_SETTINGS = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEART
 
 
 @contextlib.contextmanager
-def foreground_run() -> Any:
+def foreground_run(api: Any = None) -> Any:
     """A flow run in this process, in front of the user who started it: Prefect's flow-run heartbeats off, unless
-    the environment sets their frequency.
+    the environment sets their frequency. `api` (cli.embedded.prefect_api's) is waited for first.
 
     Prefect 3.9's heartbeat thread sleeps in 1 s steps and every flow run joins it at its end, so a run in this
     process ends up to 1 s late (about 1 s for a short one, such as a re-run that finds its version stored). A
     heartbeat only matters to an automation that marks runs whose heartbeats stop as crashed; a run started here
     has its user watching the process, and runs started by a worker from a deployment keep Prefect's default."""
+    if api is not None:
+        api.wait()
     if any(os.environ.get(name) for name in HEARTBEAT_SETTINGS):
         yield
         return

@@ -110,3 +110,24 @@ def test_the_embedded_server_logs_only_critical_errors_unless_the_environment_sa
     monkeypatch.setenv("PREFECT_SERVER_LOGGING_LEVEL", "DEBUG")
     prepare_prefect()
     assert os.environ["PREFECT_SERVER_LOGGING_LEVEL"] == "DEBUG"
+
+
+def test_a_configured_prefect_api_is_used_as_it_is_and_no_server_is_started(monkeypatch):
+    """With PREFECT_API_URL set (or ephemeral mode off), the CLI starts no server and changes no setting."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, get_current_settings, \
+        temporary_settings
+
+    from cli.embedded import EmbeddedServer, prefect_api
+
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+        with prefect_api() as api:
+            assert not isinstance(api, EmbeddedServer)
+            api.wait()  # nothing to wait for
+            assert get_current_settings().api.url == "http://127.0.0.1:9/api"
+        assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
+    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_ENABLED: False}, restore_defaults={PREFECT_API_URL}):
+        monkeypatch.delenv("PREFECT_API_URL")
+        with prefect_api() as api:
+            assert not isinstance(api, EmbeddedServer)
+        assert "PREFECT_API_URL" not in os.environ
