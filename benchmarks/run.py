@@ -240,7 +240,10 @@ def overhead(work: Path, env: dict[str, str], args: argparse.Namespace) -> dict[
     embedded_env = {**env, "PREFECT_HOME": str(work / "embedded-home")}
     embedded_env.pop("PREFECT_API_URL")
     embedded = trainpipe(penguins, "species", work / "art-penguins-embedded", embedded_env)
-    out = {"bare": plain, "cold": cold, "cached": cached, "penguins_server": warm_small, "penguins_embedded": embedded}
+    # the same command again: what a user re-running on the embedded default waits (server start included)
+    embedded_again = trainpipe(penguins, "species", work / "art-penguins-embedded", embedded_env)
+    out = {"bare": plain, "cold": cold, "cached": cached, "penguins_server": warm_small, "penguins_embedded": embedded,
+           "penguins_embedded_again": embedded_again}
     if cold["rc"] or plain["rc"] or not cold["json"]:
         row("overhead, flights 327k rows", "<= 1.10x", "a run failed", False)
         return out
@@ -265,6 +268,11 @@ def overhead(work: Path, env: dict[str, str], args: argparse.Namespace) -> dict[
         extra = first_stage_offset(embedded) - first_stage_offset(warm_small)
         row("embedded (ephemeral) server start, penguins, over a running server", "reported", f"{extra:.1f} s", None,
             seconds=extra)
+    if embedded_again["json"]:
+        again = embedded_again["wall_s"]
+        row("cached re-run on the embedded default (penguins, whole process, its server's start included)",
+            "<= 3.0 s", f"{again:.2f} s (first run {embedded['wall_s']:.1f} s, a new PREFECT_HOME)",
+            again <= 3.0 and bool(embedded_again["json"]["reused"]), seconds=again)
     bound = max(0.05 * cold["wall_s"], 3.0)
     row("cached re-run of the same spec and data", f"<= max(5 % of cold, 3 s) = {bound:.1f} s",
         f"{cached['wall_s']:.2f} s ({cached['wall_s'] / cold['wall_s'] * 100:.0f} % of {cold['wall_s']:.1f} s)",
