@@ -33,6 +33,16 @@ SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREF
 STARTUP_FAILURE_EXIT, PORT_TRIES = 3, 3
 
 
+def _end_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the CLI dies, even by SIGKILL or the OOM killer, which run no
+    exit handler; elsewhere the server is only stopped by the CLI itself."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -61,7 +71,7 @@ class EmbeddedServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", site, "--factory", "prefect.server.api.server:create_app",
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
-            env={**os.environ, **SERVER_ENV})
+            env={**os.environ, **SERVER_ENV}, preexec_fn=_end_with_parent)
 
     def wait(self) -> None:
         """Return once the server answers its health check; a child that cannot bind its port is started again on
@@ -126,7 +136,7 @@ def prefect_api() -> Iterator[EmbeddedServer | _Configured]:
     server = EmbeddedServer(float(settings.server.ephemeral.startup_timeout_seconds))
     server.start()
     previous = os.environ.get("PREFECT_API_URL")
-    # child processes of the run (workers of a local Dask cluster) reach the same server
+    # processes the run starts reach the same server
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         # no UI link in the run's log lines: the embedded server serves no UI. The settings are made the process's

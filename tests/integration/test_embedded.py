@@ -72,3 +72,24 @@ def test_an_embedded_server_that_cannot_start_is_one_clear_error(tmp_path: Path,
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "art" / "models").exists()
     assert servers_of(home) == []
+
+
+def test_the_embedded_server_ends_when_the_cli_is_killed(tmp_path: Path, penguins_csv: Path):
+    """SIGKILL (or the OOM killer) runs no exit handler: the server still goes with the CLI, not left behind."""
+    import signal
+    import time
+
+    home = tmp_path / "prefect-home"
+    proc = subprocess.Popen([sys.executable, "-m", "trainpipe", "train", "--data", str(penguins_csv), "--target",
+                             "species", "--artifacts", str(tmp_path / "art")],
+                            cwd=ROOT, env=embedded_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not servers_of(home):
+        assert proc.poll() is None and time.monotonic() < deadline, "no embedded server was started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # the CLI alone, not its process group
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while servers_of(home) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert servers_of(home) == []
