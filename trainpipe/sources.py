@@ -13,7 +13,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Optional
 
 import polars as pl
 from fsspec.implementations.local import LocalFileSystem
@@ -260,12 +260,21 @@ def without_blank_lines(scan: pl.LazyFrame) -> pl.LazyFrame:
     return scan.filter(~pl.all_horizontal(pl.all().is_null()))
 
 
+def scanned_in_place(file: dict[str, Any]) -> Optional[str]:
+    """The local path of a file polars scans where it lies (local and not compressed); None for one read through
+    fsspec first."""
+    fs, path = storage.get_fs(file["uri"])
+    if not isinstance(fs, LocalFileSystem) or path.lower().endswith((".gz", ".zst", ".bz2", ".json")):
+        return None
+    return path
+
+
 def _scan_file(file: dict[str, Any], data: DataSpec, as_text: tuple[str, ...] = ()) -> pl.LazyFrame:
-    uri, fmt = file["uri"], file["format"]
-    fs, path = storage.get_fs(uri)
+    fmt = file["format"]
     if fmt == "csv":
         check_header(file, data)
-    if not isinstance(fs, LocalFileSystem) or path.lower().endswith((".gz", ".zst", ".bz2", ".json")):
+    path = scanned_in_place(file)
+    if path is None:
         return read_file(file, data, as_text).lazy()
     if fmt == "csv" and not as_text:  # checked once, not again for a re-scan with text columns
         check_short_rows(file, data, path)

@@ -15,7 +15,7 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 import fsspec
@@ -278,6 +278,38 @@ def write_parquet(frame: pl.DataFrame, uri: str) -> str:
             os.unlink(tmp)
         raise
     return digest
+
+
+def is_local(uri: str) -> bool:
+    return isinstance(get_fs(uri)[0], LocalFileSystem)
+
+
+def copy_local_file(source_path: str, uri: str, check: Optional[Callable[[str, str], None]] = None) -> str:
+    """Copy a local file to a local URI atomically, hashing its bytes on the way; returns their sha256.
+
+    The copy is written to a temporary file beside the target, synced, passed to `check(path, sha256)` (which may
+    read it and raise: then nothing is published) and renamed into place."""
+    fs, path = get_fs(uri)
+    if not isinstance(fs, LocalFileSystem):
+        raise ValueError(f"copy_local_file writes to a local store, not {uri}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    digest = hashlib.sha256()
+    try:
+        with open(source_path, "rb") as source, open(tmp, "wb") as target:
+            while block := source.read(1 << 22):
+                digest.update(block)
+                target.write(block)
+            target.flush()
+            os.fsync(target.fileno())
+        if check is not None:
+            check(tmp, digest.hexdigest())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return digest.hexdigest()
 
 
 def file_sha256(path: str, chunk: int = 1 << 22, sync: bool = False) -> str:

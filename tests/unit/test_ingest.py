@@ -234,6 +234,58 @@ def test_one_unreadable_file_among_several_is_named(data_dir, tmp_path):
     assert not (tmp_path / "snap.parquet").exists()
 
 
+def test_one_local_parquet_file_is_snapshotted_as_a_copy_of_its_bytes(tmp_path):
+    """No decode and encode: the snapshot holds the file's bytes, and reads as the file itself reads."""
+    path = tmp_path / "one.parquet"
+    frame = pl.DataFrame({"x": [3, 4, 5], "name": ["a", None, "c"], "when": [dt.date(2024, 1, d) for d in (1, 2, 3)]})
+    frame.write_parquet(path, compression="snappy")  # not the zstd trainpipe writes: a re-encoding would differ
+    spec = DataSpec(uris=[str(path)])
+    files = resolve_sources(spec)
+    snapshot_uri = str(tmp_path / "out" / "snapshot.parquet")
+    meta = ingest_files(files, spec, snapshot_uri)
+
+    source = path.read_bytes()
+    assert (tmp_path / "out" / "snapshot.parquet").read_bytes() == source
+    assert meta["sha256"] == hashlib.sha256(source).hexdigest() and files[0]["content"] == f"sha256:{meta['sha256']}"
+    assert (meta["rows"], meta["columns"]) == (3, ["x", "name", "when"])
+    assert meta["dtypes"] == {"x": "Int64", "name": "String", "when": "Date"}
+    assert pl.read_parquet(snapshot_uri).equals(load_files(files, spec))
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["snapshot.parquet"]  # no temporary file left
+
+
+def test_a_parquet_file_changed_after_its_fingerprint_is_refused_and_nothing_is_published(tmp_path):
+    path = tmp_path / "one.parquet"
+    pl.DataFrame({"x": [1, 2]}).write_parquet(path)
+    spec = DataSpec(uris=[str(path)])
+    files = resolve_sources(spec)
+    pl.DataFrame({"x": [1, 2, 3]}).write_parquet(path)  # rewritten between the run's start and its ingest
+    with pytest.raises(DataError, match=f"{path} changed while the run was reading it"):
+        ingest_files(files, spec, str(tmp_path / "out" / "snapshot.parquet"))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [b"PAR1" + bytes(range(256)) * 4, b"", "truncated"])
+def test_one_unreadable_or_empty_parquet_file_is_named_and_nothing_is_published(tmp_path, content):
+    path = tmp_path / "bad.parquet"
+    if content == "truncated":
+        pl.DataFrame({"x": list(range(1000))}).write_parquet(path)
+        content = path.read_bytes()[:-100]
+    path.write_bytes(content)
+    spec = DataSpec(uris=[str(path)])
+    with pytest.raises(DataError, match=str(path)):
+        ingest_files(resolve_sources(spec), spec, str(tmp_path / "out" / "snapshot.parquet"))
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_empty_parquet_file_is_no_rows_and_publishes_nothing(tmp_path):
+    path = tmp_path / "empty.parquet"
+    pl.DataFrame({"x": []}, schema={"x": pl.Int64}).write_parquet(path)
+    spec = DataSpec(uris=[str(path)])
+    with pytest.raises(DataError, match=f"no rows in {path}"):
+        ingest_files(resolve_sources(spec), spec, str(tmp_path / "out" / "snapshot.parquet"))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_json_array_file_is_read_as_records(tmp_path):
     path = tmp_path / "cars.json"
     path.write_text('[{"mpg": 18.0, "origin": "USA"}, {"mpg": null, "origin": "Japan"}]')
