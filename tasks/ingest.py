@@ -51,7 +51,7 @@ def copies_as_snapshot(files: list[dict[str, Any]], snapshot_uri: str) -> bool:
 
 def ingest_parquet_copy(files: list[dict[str, Any]], data: DataSpec, snapshot_uri: str) -> dict[str, Any]:
     """The snapshot of one local Parquet file is a copy of its bytes, hashed on the way, instead of a decode and a
-    zstd encode (at 1M rows x 30 columns: 0.8 s of the ingest stage, nearly all of it the encode). The copy is
+    zstd encode (the ingest stage at 10M rows x 30 columns: 3.1 -> 2.3 s). The copy is
     read whole before it is published, as the stacked read would read the file: a file polars cannot read fails
     here and names the file; one whose bytes are not those fingerprinted at the run's start is refused."""
     import polars as pl

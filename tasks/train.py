@@ -145,13 +145,13 @@ def train_task(
     # frame and a float32 copy beside them
     train_uris, valid_uris = part_partitions(matrices, "train"), part_partitions(matrices, "valid")
     tuned_rounds = rounds_from_tuning(tuning)
-    if tuned_rounds is not None:
+    if tuning is not None and tuned_rounds is not None:
         import xgboost as xgb
 
         info = {"rounds_trained": tuned_rounds, "best_iteration": tuned_rounds - 1,
-                "best_validation_score": float(tuning.summary["best_value"]),  # type: ignore[union-attr]
+                "best_validation_score": float(tuning.summary["best_value"]),
                 "validation_metric": params["eval_metric"], "refit_on_train_and_valid": bool(xgboost.refit),
-                "rounds_from_trial": tuning.summary["best_trial"]}  # type: ignore[union-attr]
+                "rounds_from_trial": tuning.summary["best_trial"]}
         parts = train_uris + valid_uris if xgboost.refit else train_uris
         booster = xgb.train(params, partitioned_matrix(parts, types, params["max_bin"]), num_boost_round=tuned_rounds,
                             verbose_eval=False)

@@ -184,17 +184,29 @@ def read_bytes(uri: str) -> bytes:
         return fs.cat_file(path)
 
 
+@contextlib.contextmanager
+def _published(path: str) -> Iterator[str]:
+    """A temporary file beside a local `path`, renamed into place when the block ends without an error and
+    removed when it raises: a reader sees the whole file or none."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def write_bytes(uri: str, data: bytes) -> str:
     """Write an object so that readers see either nothing or all of it; returns its sha256."""
     fs, path = get_fs(uri)
     if isinstance(fs, LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as handle:
+        with _published(path) as tmp, open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     else:
         with guarded(uri):
             fs.pipe_file(path, data)
@@ -267,17 +279,9 @@ def write_parquet(frame: pl.DataFrame, uri: str) -> str:
         buffer = io.BytesIO()
         frame.write_parquet(buffer, compression="zstd", statistics=True)
         return write_bytes(uri, buffer.getvalue())
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
+    with _published(path) as tmp:
         frame.write_parquet(tmp, compression="zstd", statistics=True)
-        digest = file_sha256(tmp, sync=True)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return digest
+        return file_sha256(tmp, sync=True)
 
 
 def is_local(uri: str) -> bool:
@@ -292,10 +296,8 @@ def copy_local_file(source_path: str, uri: str, check: Optional[Callable[[str, s
     fs, path = get_fs(uri)
     if not isinstance(fs, LocalFileSystem):
         raise ValueError(f"copy_local_file writes to a local store, not {uri}")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     digest = hashlib.sha256()
-    try:
+    with _published(path) as tmp:
         with open(source_path, "rb") as source, open(tmp, "wb") as target:
             while block := source.read(1 << 22):
                 digest.update(block)
@@ -304,11 +306,6 @@ def copy_local_file(source_path: str, uri: str, check: Optional[Callable[[str, s
             os.fsync(target.fileno())
         if check is not None:
             check(tmp, digest.hexdigest())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return digest.hexdigest()
 
 
