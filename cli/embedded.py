@@ -36,11 +36,10 @@ STARTUP_FAILURE_EXIT, PORT_TRIES = 3, 3
 def _end_with_parent() -> None:
     """In the child before exec (Linux): SIGTERM when the CLI dies, even by SIGKILL or the OOM killer, which run no
     exit handler; elsewhere the server is only stopped by the CLI itself."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
+    import ctypes
+    import signal
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -68,10 +67,11 @@ class EmbeddedServer:
 
         self.port = free_port()
         site = os.path.dirname(os.path.dirname(os.path.abspath(prefect.__file__)))
+        linux = sys.platform.startswith("linux")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", site, "--factory", "prefect.server.api.server:create_app",
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
-            env={**os.environ, **SERVER_ENV}, preexec_fn=_end_with_parent)
+            env={**os.environ, **SERVER_ENV}, preexec_fn=_end_with_parent if linux else None)
 
     def wait(self) -> None:
         """Return once the server answers its health check; a child that cannot bind its port is started again on
