@@ -104,6 +104,33 @@ def test_stage_key_depends_on_content_not_location():
     assert len({a, other, other_seed, other_stage}) == 4
 
 
+def test_stage_keys_follow_the_stage_code_but_not_the_cli(tmp_path, monkeypatch):
+    """A change to the library, a stage or a flow re-runs the stages; a CLI-only change keeps them cached, while
+    the code version a manifest records still sees it."""
+    from trainpipe import provenance
+
+    for package in provenance.SOURCE_PACKAGES:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(f"# {package}\n")
+    monkeypatch.setattr(provenance, "PROJECT_ROOT", tmp_path)
+    provenance.source_hash.cache_clear()
+
+    def current() -> tuple[str, str]:
+        provenance.source_hash.cache_clear()
+        return stage_key("split", {"seed": 1}), provenance.source_hash()
+
+    key, code = current()
+    (tmp_path / "cli" / "__init__.py").write_text("# cli, changed\n")
+    cli_key, cli_code = current()
+    assert cli_key == key and cli_code != code
+    for package in provenance.STAGE_CODE_PACKAGES:
+        (tmp_path / package / "__init__.py").write_text(f"# {package}, changed\n")
+        changed_key, _ = current()
+        assert changed_key != key, package
+        key = changed_key
+    provenance.source_hash.cache_clear()
+
+
 def test_stage_dir_layout():
     folder = stage_dir("s3://bucket/art/", "ingest", {"sources": {"fingerprint": "f"}})
     assert folder == f"s3://bucket/art/cache/ingest/{stage_key('ingest', {'sources': {'fingerprint': 'f'}})}"
