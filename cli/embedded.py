@@ -62,11 +62,13 @@ class EmbeddedServer:
         return f"http://127.0.0.1:{self.port}/api"
 
     def start(self) -> None:
-        """Start the child and return at once."""
-        import prefect
+        """Start the child and return at once (without importing Prefect here)."""
+        import importlib.util
 
+        spec = importlib.util.find_spec("prefect")
+        assert spec is not None and spec.origin is not None, "prefect is not installed"
         self.port = free_port()
-        site = os.path.dirname(os.path.dirname(os.path.abspath(prefect.__file__)))
+        site = os.path.dirname(os.path.dirname(os.path.abspath(spec.origin)))
         linux = sys.platform.startswith("linux")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", site, "--factory", "prefect.server.api.server:create_app",
@@ -122,19 +124,48 @@ class _Configured:
         return None
 
 
+# Environment values that turn Prefect's ephemeral mode off (the settings, read later, have the last word).
+EPHEMERAL_SWITCHES = ("PREFECT_SERVER_EPHEMERAL_ENABLED", "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE")
+
+
+def _environment_names_no_api() -> bool:
+    """Whether the environment alone leaves the run without an API (a profile may still name one)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return False
+    return not any(os.environ.get(name, "").strip().lower() in ("0", "false", "no", "off")
+                   for name in EPHEMERAL_SWITCHES)
+
+
 @contextlib.contextmanager
 def prefect_api() -> Iterator[EmbeddedServer | _Configured]:
     """The Prefect API for this CLI run: an embedded server started now when none is configured (call `wait()`
-    right before the first flow call), stopped when the block ends."""
-    from prefect.context import _temporary_global_settings_context, get_settings_context
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, get_current_settings, temporary_settings
+    right before the first flow call), stopped when the block ends.
 
-    settings = get_current_settings()
+    The child is started before Prefect's settings are even imported (0.6 s of the CLI's start) when the
+    environment names no API; if the settings then name one (a profile, prefect.toml), that child is stopped
+    unused and the configured API is used."""
+    timeout_s = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 20)
+    early = EmbeddedServer(timeout_s) if _environment_names_no_api() else None
+    if early is not None:
+        early.start()
+    try:
+        from prefect.context import _temporary_global_settings_context, get_settings_context
+        from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, get_current_settings, temporary_settings
+
+        settings = get_current_settings()
+    except BaseException:
+        if early is not None:
+            early.stop()
+        raise
     if settings.api.url or not settings.server.ephemeral.enabled:
+        if early is not None:
+            early.stop()
         yield _Configured()
         return
-    server = EmbeddedServer(float(settings.server.ephemeral.startup_timeout_seconds))
-    server.start()
+    server = early or EmbeddedServer(float(settings.server.ephemeral.startup_timeout_seconds))
+    if early is None:
+        server.start()
+    server.timeout_s = float(settings.server.ephemeral.startup_timeout_seconds)
     previous = os.environ.get("PREFECT_API_URL")
     # processes the run starts reach the same server
     os.environ["PREFECT_API_URL"] = server.api_url

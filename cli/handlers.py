@@ -41,9 +41,9 @@ def build_spec(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    spec = build_spec(args)
     prepare_prefect()
-    with prefect_api() as api:  # an embedded server starts now, beside the imports below
+    with prefect_api() as api:  # an embedded server starts now, beside the work and imports below
+        spec = build_spec(args)
         from flows.train import train_flow
 
         if args.json:

@@ -131,3 +131,38 @@ def test_a_configured_prefect_api_is_used_as_it_is_and_no_server_is_started(monk
         with prefect_api() as api:
             assert not isinstance(api, EmbeddedServer)
         assert "PREFECT_API_URL" not in os.environ
+
+
+def _server_children() -> list[int]:
+    """Pids of Prefect API server processes that are children of this process."""
+    from pathlib import Path
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and b"prefect.server.api.server:create_app" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_an_api_only_the_settings_name_wins_and_the_early_server_is_stopped(monkeypatch):
+    """The environment names no API, so the CLI starts its server before reading Prefect's settings; a profile's
+    API (here a temporary setting) then wins and that child is stopped unused."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from cli.embedded import EmbeddedServer, prefect_api
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        with prefect_api() as api:
+            assert not isinstance(api, EmbeddedServer)
+            assert _server_children() == []
+        assert "PREFECT_API_URL" not in os.environ
