@@ -51,8 +51,8 @@ def free_port() -> int:
 class EmbeddedServer:
     """One ephemeral Prefect API server in a child process, for this process's flow runs."""
 
-    def __init__(self, timeout_s: float):
-        self.timeout_s = timeout_s
+    def __init__(self) -> None:
+        self.timeout_s = 20.0  # Prefect's default; prefect_api sets the configured one once settings are read
         self.process: Optional[subprocess.Popen[bytes]] = None
         self.port = 0
         self._ready = False
@@ -144,8 +144,7 @@ def prefect_api() -> Iterator[EmbeddedServer | _Configured]:
     The child is started before Prefect's settings are even imported (0.6 s of the CLI's start) when the
     environment names no API; if the settings then name one (a profile, prefect.toml), that child is stopped
     unused and the configured API is used."""
-    timeout_s = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 20)
-    early = EmbeddedServer(timeout_s) if _environment_names_no_api() else None
+    early = EmbeddedServer() if _environment_names_no_api() else None
     if early is not None:
         early.start()
     try:
@@ -162,8 +161,8 @@ def prefect_api() -> Iterator[EmbeddedServer | _Configured]:
             early.stop()
         yield _Configured()
         return
-    server = early or EmbeddedServer(float(settings.server.ephemeral.startup_timeout_seconds))
-    if early is None:
+    server = early or EmbeddedServer()
+    if server.process is None:
         server.start()
     server.timeout_s = float(settings.server.ephemeral.startup_timeout_seconds)
     previous = os.environ.get("PREFECT_API_URL")
