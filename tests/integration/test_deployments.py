@@ -253,8 +253,9 @@ def test_dashboard_custom_run_form_starts_a_run_that_completes(stack: Stack, cli
     assert "Where the training data lives" in browser.page_source  # field descriptions are shown
     def fill(label: str, value: str) -> str:
         """Type into a field; the form may re-render a box while it validates the last edit, so a box that
-        lost what was typed is found again and typed into once more (at most three times)."""
-        for _ in range(3):
+        lost what was typed is found again and typed into once more (at most five times: a fresh-clone CI run
+        on a quiet box once saw three tries in a row lose the Target field's text)."""
+        for _ in range(5):
             box = field(label)
             box.send_keys(Keys.CONTROL, "a")
             box.send_keys(Keys.DELETE)
